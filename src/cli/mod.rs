@@ -1,0 +1,283 @@
+//! Argument parsing and the admin commands. Exit codes: 0 done, 1 error (one
+//! line `shmring: error: ...` on stderr), 2 usage, 3 timeout.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use shmring::segment::{self, Inspection};
+use shmring::{Error, Kind, Layout, SegmentOptions};
+
+/// Exit code for a bounded wait that ran out.
+pub const EXIT_TIMEOUT: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shmring",
+    version,
+    about = "Lock-free shared-memory rings: create, inspect, remove, send, receive, benchmark"
+)]
+struct Cli {
+    /// Directory holding the rings (any tmpfs or hugetlbfs mount).
+    #[arg(long, global = true, default_value = segment::DEFAULT_DIR, value_name = "PATH")]
+    dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KindArg {
+    /// Fixed-size slots, one producer, one consumer.
+    Spsc,
+    /// Variable-length byte frames, one producer, one consumer.
+    Frames,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a persistent ring (exit 1 if the name exists).
+    Create {
+        /// Ring name (a file name in --dir).
+        name: String,
+        /// What the ring holds.
+        #[arg(long, value_enum, default_value = "spsc")]
+        kind: KindArg,
+        /// Slots (spsc) or bytes (frames); a power of two.
+        #[arg(long, default_value_t = 1024)]
+        capacity: u64,
+        /// Bytes per slot (spsc only).
+        #[arg(long, default_value_t = 64)]
+        slot_size: u32,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "600", value_parser = parse_octal)]
+        mode: u32,
+        /// Print the created ring as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every object in the directory.
+    Ls {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ring's header, occupancy and users.
+    Stat {
+        /// Ring name.
+        name: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a ring nobody is attached to.
+    Rm {
+        /// Ring name.
+        name: String,
+        /// Remove it even if processes are attached or it is corrupt.
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stale rings (nobody attached; never initialized or not persistent).
+    Gc {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON array of what was removed.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let v = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal mode such as 600 or 660"))?;
+    if v > 0o777 {
+        return Err(format!("{s:?}: mode bits go up to 777"));
+    }
+    Ok(v)
+}
+
+/// Parses arguments, runs the command and returns the exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shmring: error: {e}");
+            if e.is_timeout() { EXIT_TIMEOUT } else { 1 }
+        }
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::InvalidConfig {
+        what: format!("cannot encode JSON: {e}"),
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> Result<(), Error> {
+    let dir = cli.dir;
+    match cli.command {
+        Command::Create {
+            name,
+            kind,
+            capacity,
+            slot_size,
+            mode,
+            json,
+        } => {
+            let layout = match kind {
+                KindArg::Spsc => Layout::new(Kind::Spsc, capacity, slot_size, 8)?,
+                KindArg::Frames => Layout::new(Kind::Frames, capacity, 1, 1)?,
+            };
+            let seg = SegmentOptions::new()
+                .dir(&dir)
+                .mode(mode)
+                .persistent(true)
+                .create(&name, &layout, 0)?;
+            let info = segment::inspect(&dir, &name)?;
+            drop(seg);
+            if json {
+                print_json(&info)?;
+            } else {
+                println!(
+                    "created {} ({} ring, capacity {}, {} bytes)",
+                    info.path.display(),
+                    layout.kind,
+                    layout.capacity,
+                    layout.total_size
+                );
+            }
+            Ok(())
+        }
+        Command::Ls { json } => {
+            let all = segment::list(&dir)?;
+            if json {
+                print_json(&all)
+            } else {
+                print_table(&all);
+                Ok(())
+            }
+        }
+        Command::Stat { name, json } => {
+            let info = segment::inspect(&dir, &name)?;
+            if json {
+                print_json(&info)
+            } else {
+                print_stat(&info);
+                Ok(())
+            }
+        }
+        Command::Rm { name, force, json } => {
+            segment::remove(&dir, &name, force)?;
+            if json {
+                print_json(&serde_json::json!({ "removed": name, "path": dir.join(&name) }))
+            } else {
+                println!("removed {}", dir.join(&name).display());
+                Ok(())
+            }
+        }
+        Command::Gc { dry_run, json } => {
+            let removed = segment::gc(&dir, dry_run)?;
+            if json {
+                return print_json(&removed);
+            }
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for info in &removed {
+                println!(
+                    "{verb} {} ({})",
+                    info.path.display(),
+                    info.detail.as_deref().unwrap_or("stale")
+                );
+            }
+            if removed.is_empty() {
+                println!("nothing stale in {}", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn state_name(info: &Inspection) -> String {
+    serde_json::to_value(info.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_table(all: &[Inspection]) {
+    println!(
+        "{:<24} {:<7} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
+        "NAME", "KIND", "CAPACITY", "SLOT", "BYTES", "LEN", "ATTACHED", "STATE"
+    );
+    for i in all {
+        println!(
+            "{:<24} {:<7} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
+            i.name,
+            i.kind.as_deref().unwrap_or("-"),
+            opt(i.capacity),
+            opt(i.slot_size),
+            i.size_bytes,
+            opt(i.len),
+            i.attached,
+            state_name(i)
+        );
+    }
+}
+
+fn print_stat(i: &Inspection) {
+    let line = |k: &str, v: String| println!("{k:<14} {v}");
+    line("name", i.name.clone());
+    line("path", i.path.display().to_string());
+    line("state", state_name(i));
+    if let Some(d) = &i.detail {
+        line("detail", d.clone());
+    }
+    line("kind", opt(i.kind.clone()));
+    line("version", opt(i.version.clone()));
+    line("capacity", opt(i.capacity));
+    line("slot_size", opt(i.slot_size));
+    line("size_bytes", i.size_bytes.to_string());
+    line("persistent", i.persistent.to_string());
+    line("len", opt(i.len));
+    if let Some(b) = i.bytes_used {
+        line("bytes_used", b.to_string());
+    }
+    line("mode", format!("{} (uid {})", i.mode, i.uid));
+    line("inode", i.inode.to_string());
+    line("generation", opt(i.generation.map(|g| format!("{g:#018x}"))));
+    line("creator_pid", opt(i.creator_pid));
+    let pids: Vec<String> = i.attached_pids.iter().map(|p| p.to_string()).collect();
+    line(
+        "attached",
+        format!("{} [{}]", i.attached, pids.join(", ")),
+    );
+    for r in &i.roles {
+        line(
+            &r.role,
+            format!(
+                "{} (pid {})",
+                if r.alive { "alive" } else { "not held" },
+                r.pid
+            ),
+        );
+    }
+}
+

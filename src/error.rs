@@ -1,0 +1,228 @@
+//! The one error type for setting up, attaching to and administering rings.
+//!
+//! Queue operations have their own small errors (see [`crate::spsc`]) that give
+//! the unsent value back; this type is for everything around them. Every
+//! message names the object (its full path) and says what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while creating, attaching to, validating or
+/// removing a ring.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object of that name exists in the directory.
+    #[error(
+        "{path}: no such ring; create it first (`shmring create`, `Segment::create`) or check the name and directory"
+    )]
+    NotFound {
+        /// Full path of the object that was looked for.
+        path: PathBuf,
+    },
+
+    /// `create` found an object of that name already.
+    #[error(
+        "{path}: already exists; attach to it with `open`, or remove it first (`shmring rm`) if it is stale"
+    )]
+    AlreadyExists {
+        /// Full path of the existing object.
+        path: PathBuf,
+    },
+
+    /// The process may not open or create the object.
+    #[error(
+        "{path}: permission denied while trying to {action}; rings are created with mode 0600 by default: run as the creating user or create it with a wider mode"
+    )]
+    PermissionDenied {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What was attempted ("open", "create", ...).
+        action: &'static str,
+    },
+
+    /// The file system holding the ring has too little free space.
+    #[error(
+        "{path}: not enough space on {mount}: {needed} bytes needed, {free} bytes free; remove stale rings (`shmring gc`), give a container more (`--shm-size`), or remount with a larger size (`mount -o remount,size=... {mount}`)"
+    )]
+    NoSpace {
+        /// Full path of the object that was being created.
+        path: PathBuf,
+        /// The mount point (directory) that is full.
+        mount: PathBuf,
+        /// Bytes the object needs.
+        needed: u64,
+        /// Bytes free on the mount when the error was seen.
+        free: u64,
+    },
+
+    /// The object does not start with this crate's magic number.
+    #[error(
+        "{path}: not a shmring ring (bad magic {found:#018x}); it belongs to another program or is damaged; leave it alone or remove it by hand"
+    )]
+    NotARing {
+        /// Full path of the object.
+        path: PathBuf,
+        /// The first eight bytes that were found.
+        found: u64,
+    },
+
+    /// The object was written by an incompatible version of the layout.
+    #[error(
+        "{path}: layout version {}.{} is not supported (this build supports {}.{}); use a matching shmring build, or remove and recreate the ring",
+        found.0, found.1, supported.0, supported.1
+    )]
+    VersionMismatch {
+        /// Full path of the object.
+        path: PathBuf,
+        /// Version (major, minor) found in the header.
+        found: (u16, u16),
+        /// Version (major, minor) this build writes and reads.
+        supported: (u16, u16),
+    },
+
+    /// The ring exists but was made for another kind, message type or shape.
+    #[error(
+        "{path}: layout mismatch: {what}; attach with the same kind and message type it was created with, or recreate it"
+    )]
+    LayoutMismatch {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What differs, naming both sides.
+        what: String,
+    },
+
+    /// The object's size disagrees with the size recorded in its header.
+    #[error(
+        "{path}: size mismatch: the header records {recorded} bytes but the object has {actual}; it was truncated or damaged: remove it (`shmring rm --force`) and recreate it"
+    )]
+    SizeMismatch {
+        /// Full path of the object.
+        path: PathBuf,
+        /// Size recorded in the header at creation.
+        recorded: u64,
+        /// Size of the object now (`fstat`).
+        actual: u64,
+    },
+
+    /// Another live handle already holds this role (for example a second
+    /// producer on a single-producer ring).
+    #[error(
+        "{path}: the {role} role is already taken{}; a ring has one {role} at a time: stop the other one first",
+        match pid { Some(p) => format!(" by pid {p}"), None => String::new() }
+    )]
+    RoleTaken {
+        /// Full path of the object.
+        path: PathBuf,
+        /// Which role ("producer", "consumer", ...).
+        role: String,
+        /// The holder's pid, when the kernel reports it.
+        pid: Option<i32>,
+    },
+
+    /// A value read from shared memory is out of range: a buggy or hostile
+    /// peer wrote it, or the object is damaged.
+    #[error(
+        "{path}: corrupted shared state: {what}; a peer process wrote an invalid value: stop all users and recreate the ring"
+    )]
+    Corrupted {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What was found to be invalid.
+        what: String,
+    },
+
+    /// The peer is gone and nothing more will arrive (or be taken).
+    #[error("{path}: disconnected: the other side has detached or died")]
+    Disconnected {
+        /// Full path of the object.
+        path: PathBuf,
+    },
+
+    /// A bounded wait ran out.
+    #[error("{path}: timed out after {waited:?} while {what}")]
+    Timeout {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What was being waited for, and what to do about it.
+        what: String,
+        /// How long was waited.
+        waited: Duration,
+    },
+
+    /// The name cannot name a ring.
+    #[error("invalid ring name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A creation parameter is out of range.
+    #[error("invalid configuration: {what}")]
+    InvalidConfig {
+        /// What is wrong and what is allowed.
+        what: String,
+    },
+
+    /// A removal was refused because processes are still attached.
+    #[error(
+        "{path}: still attached by {}; stop them first, or use --force to remove the name anyway (attached processes keep the old object until they detach)",
+        describe_pids(pids)
+    )]
+    InUse {
+        /// Full path of the object.
+        path: PathBuf,
+        /// Pids holding it, as far as /proc/locks tells.
+        pids: Vec<i32>,
+    },
+
+    /// A system call failed in a way none of the variants above describes.
+    #[error("{path}: {call} failed: {source}")]
+    Io {
+        /// The object (or directory) the call was about.
+        path: PathBuf,
+        /// The failing call, e.g. `"fallocate"`.
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn describe_pids(pids: &[i32]) -> String {
+    if pids.is_empty() {
+        return "another process".to_string();
+    }
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    format!("pid {}", list.join(", "))
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `call` on `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, call: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            call,
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupted`].
+    pub(crate) fn corrupted(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Corrupted {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
+    /// True for [`Error::Timeout`]; the CLI maps it to exit code 3.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+}

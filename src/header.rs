@@ -1,0 +1,573 @@
+//! The versioned header at offset 0 of every ring, and the layout it describes.
+//!
+//! The header has two parts:
+//!
+//! * the **descriptor** (bytes 0..256): written once by the creator while it
+//!   holds the exclusive initialization lock, never changed afterwards. An
+//!   attaching process copies it out (with `pread`, before mapping anything),
+//!   validates the copy and from then on uses only its private copy, so a peer
+//!   that later scribbles over the descriptor cannot change how this process
+//!   computes addresses.
+//! * the **live line** (bytes 256..384): atomics that change after creation
+//!   (the initialization state, the "removed" mark). Only ever accessed through
+//!   atomic operations.
+//!
+//! Everything is `#[repr(C)]` and made of fixed-width integers; the offsets are
+//! checked at compile time below. Any change to this layout bumps
+//! [`VERSION_MAJOR`] (incompatible) or [`VERSION_MINOR`] (new fields in reserved
+//! space that older readers may ignore).
+
+use std::path::Path;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use std::sync::atomic::AtomicU32;
+
+/// First eight bytes of every ring: `b"SHMRING\x01"` read as little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\x01");
+/// Layout major version: a reader refuses any other major.
+pub const VERSION_MAJOR: u16 = 1;
+/// Layout minor version: additions in reserved space; readers accept any minor.
+pub const VERSION_MINOR: u16 = 0;
+
+/// Bytes reserved for the header (descriptor + live line + spare).
+pub const HEADER_SIZE: usize = 512;
+/// Bytes of the descriptor part.
+pub const DESCRIPTOR_SIZE: usize = 256;
+/// Offset of the live line.
+pub const LIVE_OFFSET: usize = 256;
+/// Size of one role record.
+pub const ROLE_RECORD_SIZE: usize = 64;
+/// The alignment every shared region starts on: two cache lines, so that
+/// adjacent-line prefetching never couples two regions (DESIGN.md rule 2).
+pub const LINE: usize = 128;
+/// Page size that object sizes are rounded to.
+pub const PAGE: usize = 4096;
+
+/// `state` value while the creator is still writing the header.
+pub const STATE_INITIALIZING: u32 = 0;
+/// `state` value once the header and the ring are ready ("REDY").
+pub const STATE_READY: u32 = 0x5944_4552;
+
+/// Descriptor flag: the ring is kept when its last user detaches.
+pub const FLAG_PERSISTENT: u32 = 1 << 0;
+/// All flags this version understands.
+pub const KNOWN_FLAGS: u32 = FLAG_PERSISTENT;
+
+/// Largest capacity (slots or bytes) a ring may have: 2^40.
+pub const MAX_CAPACITY: u64 = 1 << 40;
+/// Largest slot (message) size: 1 MiB.
+pub const MAX_SLOT_SIZE: u32 = 1 << 20;
+/// Largest slot alignment.
+pub const MAX_SLOT_ALIGN: u32 = 4096;
+/// Largest number of producer or consumer roles.
+pub const MAX_ROLES: u32 = 1024;
+/// Largest object size: 1 TiB.
+pub const MAX_TOTAL_SIZE: u64 = 1 << 40;
+
+/// What a ring holds and how it is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Single producer, single consumer, fixed-size typed slots.
+    Spsc,
+    /// Single producer, single consumer, variable-length byte frames.
+    Frames,
+}
+
+impl Kind {
+    /// The value stored in the header.
+    pub const fn code(self) -> u32 {
+        match self {
+            Kind::Spsc => 1,
+            Kind::Frames => 2,
+        }
+    }
+
+    /// Decodes a header value.
+    pub const fn from_code(code: u32) -> Option<Kind> {
+        match code {
+            1 => Some(Kind::Spsc),
+            2 => Some(Kind::Frames),
+            _ => None,
+        }
+    }
+
+    /// The name used by the CLI and in messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Spsc => "spsc",
+            Kind::Frames => "frames",
+        }
+    }
+
+    /// Bytes of per-kind control lines (indices, wait words) before the data.
+    const fn control_size(self) -> usize {
+        match self {
+            // producer line, consumer line, two wait lines
+            Kind::Spsc | Kind::Frames => 4 * LINE,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The descriptor: written once at creation, then read-only.
+///
+/// `Pod`, so a copy can be made from any 256 bytes and validated afterwards.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct Descriptor {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`VERSION_MAJOR`] of the writer.
+    pub version_major: u16,
+    /// [`VERSION_MINOR`] of the writer.
+    pub version_minor: u16,
+    /// [`HEADER_SIZE`] of the writer.
+    pub header_size: u32,
+    /// [`Kind::code`].
+    pub kind: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Size of the object in bytes, as created (the `fstat` size must match).
+    pub total_size: u64,
+    /// Number of slots (typed rings) or bytes (frame rings); a power of two.
+    pub capacity: u64,
+    /// Size of one message in bytes (`size_of::<T>()`; 1 for frame rings).
+    pub slot_size: u32,
+    /// Alignment of one message (`align_of::<T>()`).
+    pub slot_align: u32,
+    /// Caller-chosen or derived identifier of the message type.
+    pub type_id: u64,
+    /// Offset of the role records.
+    pub roles_offset: u64,
+    /// Offset of the per-kind control lines.
+    pub control_offset: u64,
+    /// Offset of the slots / byte area.
+    pub data_offset: u64,
+    /// Bytes of the slot / byte area.
+    pub data_size: u64,
+    /// Number of producer roles (1 for SPSC).
+    pub max_producers: u32,
+    /// Number of consumer roles (1 for SPSC).
+    pub max_consumers: u32,
+    /// Pid of the creating process.
+    pub creator_pid: u32,
+    /// Permission bits the object was created with.
+    pub mode: u32,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+    /// A number unique to this object among all objects ever created under
+    /// this name (time-based), so that a re-created ring is told apart even
+    /// if the file system reuses the inode number.
+    pub generation: u64,
+    /// Zero; room for minor-version additions.
+    pub reserved: [u64; 17],
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Descriptor>() == DESCRIPTOR_SIZE);
+    assert!(offset_of!(Descriptor, magic) == 0);
+    assert!(offset_of!(Descriptor, version_major) == 8);
+    assert!(offset_of!(Descriptor, version_minor) == 10);
+    assert!(offset_of!(Descriptor, header_size) == 12);
+    assert!(offset_of!(Descriptor, kind) == 16);
+    assert!(offset_of!(Descriptor, flags) == 20);
+    assert!(offset_of!(Descriptor, total_size) == 24);
+    assert!(offset_of!(Descriptor, capacity) == 32);
+    assert!(offset_of!(Descriptor, slot_size) == 40);
+    assert!(offset_of!(Descriptor, slot_align) == 44);
+    assert!(offset_of!(Descriptor, type_id) == 48);
+    assert!(offset_of!(Descriptor, roles_offset) == 56);
+    assert!(offset_of!(Descriptor, control_offset) == 64);
+    assert!(offset_of!(Descriptor, data_offset) == 72);
+    assert!(offset_of!(Descriptor, data_size) == 80);
+    assert!(offset_of!(Descriptor, max_producers) == 88);
+    assert!(offset_of!(Descriptor, max_consumers) == 92);
+    assert!(offset_of!(Descriptor, creator_pid) == 96);
+    assert!(offset_of!(Descriptor, mode) == 100);
+    assert!(offset_of!(Descriptor, created_unix_ns) == 104);
+    assert!(offset_of!(Descriptor, generation) == 112);
+    assert!(offset_of!(Descriptor, reserved) == 120);
+};
+
+/// The live line of the header: atomics only.
+#[repr(C, align(128))]
+pub struct Live {
+    /// [`STATE_INITIALIZING`] until the creator publishes [`STATE_READY`]
+    /// with a release store (after every other header and ring word is
+    /// written); readers load it with acquire.
+    pub state: AtomicU32,
+    /// Set to non-zero (release) by whoever unlinks the name while handles
+    /// may still be attached (`rm --force`), so that [`is_current`] answers
+    /// without a system call in that case.
+    ///
+    /// [`is_current`]: crate::Segment::is_current
+    pub removed: AtomicU32,
+}
+
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<Live>() == LINE);
+    assert!(align_of::<Live>() == LINE);
+    assert!(offset_of!(Live, state) == 0);
+    assert!(offset_of!(Live, removed) == 4);
+    assert!(LIVE_OFFSET % LINE == 0);
+    assert!(LIVE_OFFSET + LINE <= HEADER_SIZE);
+    assert!(HEADER_SIZE <= PAGE);
+};
+
+/// One role's record: who holds it and whether it left cleanly.
+///
+/// The holder's OFD byte-range lock is the authority on liveness; the record
+/// only carries what a lock cannot: the holder's pid for `stat`, and a clean
+/// "detached" mark so a peer can tell "gone" from "crashed" without a system
+/// call.
+#[repr(C, align(64))]
+pub struct RoleRecord {
+    /// Pid of the current or last holder (0: never held).
+    pub pid: AtomicU32,
+    /// [`ROLE_NEVER`], [`ROLE_ATTACHED`] or [`ROLE_DETACHED`].
+    pub state: AtomicU32,
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<RoleRecord>() == ROLE_RECORD_SIZE);
+    assert!(offset_of!(RoleRecord, pid) == 0);
+    assert!(offset_of!(RoleRecord, state) == 4);
+};
+
+/// Role record state: never held.
+pub const ROLE_NEVER: u32 = 0;
+/// Role record state: held by a live handle (or by one that crashed).
+pub const ROLE_ATTACHED: u32 = 1;
+/// Role record state: its last holder detached cleanly.
+pub const ROLE_DETACHED: u32 = 2;
+
+/// The shape of a ring, computed from its parameters; the header's
+/// offsets and sizes must equal what this computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// What the ring holds.
+    pub kind: Kind,
+    /// Slots (typed) or bytes (frames); a power of two.
+    pub capacity: u64,
+    /// Bytes of one message (typed) or 1 (frames).
+    pub slot_size: u32,
+    /// Alignment of one message.
+    pub slot_align: u32,
+    /// Distance between two slots in the data area (typed rings).
+    pub slot_stride: u64,
+    /// Offset of the message within a slot (typed rings).
+    pub payload_offset: u64,
+    /// Producer roles.
+    pub max_producers: u32,
+    /// Consumer roles.
+    pub max_consumers: u32,
+    /// Offset of the role records.
+    pub roles_offset: u64,
+    /// Offset of the control lines.
+    pub control_offset: u64,
+    /// Offset of the data area.
+    pub data_offset: u64,
+    /// Bytes of the data area.
+    pub data_size: u64,
+    /// Size of the whole object (a multiple of [`PAGE`]).
+    pub total_size: u64,
+}
+
+fn round_up(value: u64, to: u64) -> Option<u64> {
+    debug_assert!(to.is_power_of_two());
+    Some(value.checked_add(to - 1)? & !(to - 1))
+}
+
+impl Layout {
+    /// Computes the layout of a ring; every parameter is range-checked, so
+    /// this is also how an attaching process validates a header.
+    pub fn new(kind: Kind, capacity: u64, slot_size: u32, slot_align: u32) -> Result<Layout> {
+        let bad = |what: String| Err(Error::InvalidConfig { what });
+        if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+            return bad(format!(
+                "capacity {capacity} must be a power of two between 1 and {MAX_CAPACITY}"
+            ));
+        }
+        if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
+            return bad(format!(
+                "slot size {slot_size} must be between 1 and {MAX_SLOT_SIZE} bytes"
+            ));
+        }
+        if !slot_align.is_power_of_two() || slot_align > MAX_SLOT_ALIGN {
+            return bad(format!(
+                "slot alignment {slot_align} must be a power of two up to {MAX_SLOT_ALIGN}"
+            ));
+        }
+        let (slot_stride, payload_offset, data_size) = match kind {
+            Kind::Spsc => {
+                // Each slot: an 8-byte publish mark, then the message at an
+                // offset that honours its alignment.
+                let align = u64::from(slot_align.max(8));
+                let payload_offset = align.max(8);
+                let stride = round_up(payload_offset + u64::from(slot_size), align)
+                    .ok_or_else(|| Error::InvalidConfig {
+                        what: "slot size overflows".into(),
+                    })?;
+                let data = stride.checked_mul(capacity);
+                (stride, payload_offset, data)
+            }
+            Kind::Frames => {
+                if slot_size != 1 || slot_align != 1 {
+                    return bad("frame rings have slot size 1 and alignment 1".into());
+                }
+                if capacity < 64 {
+                    return bad(format!(
+                        "frame ring capacity {capacity} must be at least 64 bytes"
+                    ));
+                }
+                (1, 0, Some(capacity))
+            }
+        };
+        let roles = 2u64;
+        let roles_offset = HEADER_SIZE as u64;
+        let control_offset = round_up(roles_offset + roles * ROLE_RECORD_SIZE as u64, LINE as u64)
+            .expect("small constants");
+        let data_align = u64::from(slot_align).max(LINE as u64);
+        let data_offset = round_up(control_offset + kind.control_size() as u64, data_align)
+            .expect("bounded by MAX_SLOT_ALIGN");
+        let total = data_size
+            .and_then(|d| d.checked_add(data_offset))
+            .and_then(|t| round_up(t, PAGE as u64))
+            .filter(|&t| t <= MAX_TOTAL_SIZE);
+        let Some(total_size) = total else {
+            return bad(format!(
+                "a ring of {capacity} x {slot_size} bytes exceeds the {MAX_TOTAL_SIZE}-byte limit"
+            ));
+        };
+        Ok(Layout {
+            kind,
+            capacity,
+            slot_size,
+            slot_align,
+            slot_stride,
+            payload_offset,
+            max_producers: 1,
+            max_consumers: 1,
+            roles_offset,
+            control_offset,
+            data_offset,
+            data_size: data_size.expect("checked above"),
+            total_size,
+        })
+    }
+
+    /// Total number of roles (producers first, then consumers).
+    pub fn roles(&self) -> u32 {
+        self.max_producers + self.max_consumers
+    }
+
+    /// Offset of role `index`'s record.
+    pub fn role_record_offset(&self, index: u32) -> u64 {
+        self.roles_offset + u64::from(index) * ROLE_RECORD_SIZE as u64
+    }
+}
+
+/// Builds the descriptor a creator writes.
+pub(crate) fn descriptor_for(
+    layout: &Layout,
+    type_id: u64,
+    flags: u32,
+    mode: u32,
+    pid: u32,
+    now_ns: u64,
+) -> Descriptor {
+    Descriptor {
+        magic: MAGIC,
+        version_major: VERSION_MAJOR,
+        version_minor: VERSION_MINOR,
+        header_size: HEADER_SIZE as u32,
+        kind: layout.kind.code(),
+        flags,
+        total_size: layout.total_size,
+        capacity: layout.capacity,
+        slot_size: layout.slot_size,
+        slot_align: layout.slot_align,
+        type_id,
+        roles_offset: layout.roles_offset,
+        control_offset: layout.control_offset,
+        data_offset: layout.data_offset,
+        data_size: layout.data_size,
+        max_producers: layout.max_producers,
+        max_consumers: layout.max_consumers,
+        creator_pid: pid,
+        mode,
+        created_unix_ns: now_ns,
+        generation: now_ns ^ (u64::from(pid) << 40),
+        reserved: [0; 17],
+    }
+}
+
+/// Validates a descriptor copied out of an object of `file_size` bytes and
+/// returns the layout it describes. Each failure is its own error.
+pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout> {
+    if desc.magic != MAGIC {
+        return Err(Error::NotARing {
+            path: path.to_path_buf(),
+            found: desc.magic,
+        });
+    }
+    if desc.version_major != VERSION_MAJOR {
+        return Err(Error::VersionMismatch {
+            path: path.to_path_buf(),
+            found: (desc.version_major, desc.version_minor),
+            supported: (VERSION_MAJOR, VERSION_MINOR),
+        });
+    }
+    if desc.header_size != HEADER_SIZE as u32 {
+        return Err(Error::corrupted(
+            path,
+            format!(
+                "header size {} (expected {HEADER_SIZE})",
+                desc.header_size
+            ),
+        ));
+    }
+    if desc.total_size != file_size {
+        return Err(Error::SizeMismatch {
+            path: path.to_path_buf(),
+            recorded: desc.total_size,
+            actual: file_size,
+        });
+    }
+    let Some(kind) = Kind::from_code(desc.kind) else {
+        return Err(Error::corrupted(
+            path,
+            format!("unknown ring kind {}", desc.kind),
+        ));
+    };
+    if desc.flags & !KNOWN_FLAGS != 0 {
+        return Err(Error::corrupted(
+            path,
+            format!("unknown flags {:#x}", desc.flags & !KNOWN_FLAGS),
+        ));
+    }
+    let layout = Layout::new(kind, desc.capacity, desc.slot_size, desc.slot_align)
+        .map_err(|e| Error::corrupted(path, format!("layout out of range: {e}")))?;
+    let consistent = layout.total_size == desc.total_size
+        && layout.data_offset == desc.data_offset
+        && layout.data_size == desc.data_size
+        && layout.control_offset == desc.control_offset
+        && layout.roles_offset == desc.roles_offset
+        && layout.max_producers == desc.max_producers
+        && layout.max_consumers == desc.max_consumers;
+    if !consistent {
+        return Err(Error::corrupted(
+            path,
+            format!(
+                "layout fields disagree with each other (a {kind} ring of capacity {} and slot size {} is {} bytes with data at {}, header says {} bytes with data at {})",
+                desc.capacity,
+                desc.slot_size,
+                layout.total_size,
+                layout.data_offset,
+                desc.total_size,
+                desc.data_offset
+            ),
+        ));
+    }
+    Ok(layout)
+}
+
+/// A stable 64-bit id for a message type, derived from its name, size and
+/// alignment (FNV-1a). Used when the caller does not supply one.
+pub fn derive_type_id<T>() -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(std::any::type_name::<T>().as_bytes());
+    eat(&(std::mem::size_of::<T>() as u64).to_le_bytes());
+    eat(&(std::mem::align_of::<T>() as u64).to_le_bytes());
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> (Layout, Descriptor) {
+        let layout = Layout::new(Kind::Spsc, 64, 8, 8).unwrap();
+        let desc = descriptor_for(&layout, 7, 0, 0o600, 1, 2);
+        (layout, desc)
+    }
+
+    #[test]
+    fn round_trip_validates() {
+        let (layout, desc) = good();
+        assert_eq!(validate(&desc, Path::new("x"), layout.total_size).unwrap(), layout);
+        assert_eq!(layout.total_size % PAGE as u64, 0);
+        assert_eq!(layout.slot_stride, 16);
+        assert!(layout.data_offset % LINE as u64 == 0);
+    }
+
+    #[test]
+    fn each_failure_has_its_own_error() {
+        let (layout, desc) = good();
+        let p = Path::new("x");
+        let mut d = desc;
+        d.magic = 1;
+        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::NotARing { .. })));
+        let mut d = desc;
+        d.version_major = 2;
+        assert!(matches!(
+            validate(&d, p, layout.total_size),
+            Err(Error::VersionMismatch { found: (2, 0), supported: (1, 0), .. })
+        ));
+        assert!(matches!(validate(&desc, p, 4096), Err(Error::SizeMismatch { .. })));
+        let mut d = desc;
+        d.capacity = 63;
+        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+        let mut d = desc;
+        d.data_offset += 8;
+        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+        let mut d = desc;
+        d.kind = 99;
+        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn arbitrary_descriptors_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            let mut words = [0u64; DESCRIPTOR_SIZE / 8];
+            for w in &mut words {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *w = x;
+            }
+            words[0] = MAGIC;
+            let mut d: Descriptor = bytemuck::cast(words);
+            d.version_major = VERSION_MAJOR;
+            d.header_size = HEADER_SIZE as u32;
+            d.kind = (x % 4) as u32;
+            d.flags = 0;
+            let _ = validate(&d, Path::new("x"), d.total_size);
+        }
+    }
+
+    #[test]
+    fn huge_parameters_are_refused_not_overflowed() {
+        assert!(Layout::new(Kind::Spsc, 1 << 40, MAX_SLOT_SIZE, 8).is_err());
+        assert!(Layout::new(Kind::Spsc, 3, 8, 8).is_err());
+        assert!(Layout::new(Kind::Spsc, 4, 8, 3).is_err());
+        assert!(Layout::new(Kind::Frames, 32, 1, 1).is_err());
+    }
+}

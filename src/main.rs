@@ -1,0 +1,19 @@
+//! The `shmring` command-line tool: the `ipcs`/`ipcrm` of rings.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod cli;
+
+fn main() {
+    // SAFETY: called first thing in main, before any other thread exists;
+    // SIG_DFL installs no handler code. Rust ignores SIGPIPE by default, so
+    // `shmring ls | head` would otherwise panic on EPIPE instead of exiting
+    // quietly like every other Unix tool.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+    std::process::exit(cli::run());
+}

@@ -1,0 +1,432 @@
+//! Inspecting and removing objects without attaching to them: what
+//! `shmring ls`, `stat`, `rm` and `gc` are built on.
+//!
+//! Nothing here maps an object: headers and ring counters are read with
+//! `pread`, so a truncated or hostile file can at worst produce an error.
+//! Attached processes are found in `/proc/locks` (their `LOCK_SH`), live
+//! roles by their byte-range locks.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{HeaderRead, read_header, sys};
+use crate::error::{Error, Result};
+use crate::header::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY};
+
+/// What an object in the directory is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Initialized and in use (or persistent and waiting for users).
+    Ready,
+    /// Its creator is still writing it.
+    Initializing,
+    /// Nobody is attached and it is either not persistent or was never
+    /// initialized: `gc` removes it.
+    Stale,
+    /// Has this crate's magic but fails validation.
+    Corrupt,
+    /// Not one of this crate's rings.
+    Foreign,
+}
+
+/// A role and whether a live process holds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleInfo {
+    /// "producer" or "consumer" (with an index on multi-role rings).
+    pub role: String,
+    /// Whether its byte-range lock is held right now.
+    pub alive: bool,
+    /// Pid recorded by its current or last holder (0: never held).
+    pub pid: u32,
+}
+
+/// Everything `stat` shows about one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    /// The name.
+    pub name: String,
+    /// The full path.
+    pub path: PathBuf,
+    /// What it is.
+    pub state: Status,
+    /// Why it is corrupt or foreign, or why it is stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Ring kind ("spsc", "frames").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Layout version "major.minor".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Slots (typed rings) or bytes (frame rings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    /// Bytes of one message (typed rings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u32>,
+    /// Size of the object (`fstat`).
+    pub size_bytes: u64,
+    /// Kept when the last user detaches.
+    pub persistent: bool,
+    /// Messages published and not yet consumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+    /// Bytes in use (frame rings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_used: Option<u64>,
+    /// Number of attached processes (holders of the shared lock).
+    pub attached: usize,
+    /// Their pids, as `/proc/locks` reports them.
+    pub attached_pids: Vec<i32>,
+    /// The roles and who holds them.
+    pub roles: Vec<RoleInfo>,
+    /// Inode number of the object.
+    pub inode: u64,
+    /// Unique creation number from the header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Pid of the creator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator_pid: Option<u32>,
+    /// Creation time, ns since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_unix_ns: Option<u64>,
+    /// Permission bits (octal string).
+    pub mode: String,
+    /// Owner uid.
+    pub uid: u32,
+}
+
+fn open_admin(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => Error::NotFound {
+                path: path.to_path_buf(),
+            },
+            Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied {
+                path: path.to_path_buf(),
+                action: "inspect",
+            },
+            Some(libc::ELOOP) => Error::NotARing {
+                path: path.to_path_buf(),
+                found: 0,
+            },
+            _ => Error::io(path, "open", e),
+        })
+}
+
+fn read_u64(file: &File, offset: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, offset).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn read_u32(file: &File, offset: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
+    file.read_exact_at(&mut b, offset).ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// Occupancy from the ring's control lines: (messages, bytes). `None` when
+/// the indices are inconsistent (corrupt) or unreadable.
+fn occupancy(file: &File, layout: &Layout) -> Option<(u64, Option<u64>)> {
+    let producer = layout.control_offset;
+    let consumer = layout.control_offset + LINE as u64;
+    let tail = read_u64(file, producer)?;
+    let head = read_u64(file, consumer)?;
+    let used = tail.wrapping_sub(head);
+    let limit = match layout.kind {
+        header::Kind::Spsc => layout.capacity,
+        header::Kind::Frames => layout.data_size,
+    };
+    if used > limit {
+        return None;
+    }
+    match layout.kind {
+        header::Kind::Spsc => Some((used, None)),
+        header::Kind::Frames => {
+            let produced = read_u64(file, producer + 8)?;
+            let consumed = read_u64(file, consumer + 8)?;
+            let msgs = produced.wrapping_sub(consumed);
+            (msgs <= layout.data_size / 8).then_some((msgs, Some(used)))
+        }
+    }
+}
+
+/// Inspects the object `name` in `dir` without attaching to it.
+pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
+    let path = super::object_path(dir, name)?;
+    let file = open_admin(&path)?;
+    let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
+    let mut info = Inspection {
+        name: name.to_string(),
+        path: path.clone(),
+        state: Status::Foreign,
+        detail: None,
+        kind: None,
+        version: None,
+        capacity: None,
+        slot_size: None,
+        size_bytes: meta.len(),
+        persistent: false,
+        len: None,
+        bytes_used: None,
+        attached: 0,
+        attached_pids: Vec::new(),
+        roles: Vec::new(),
+        inode: meta.ino(),
+        generation: None,
+        creator_pid: None,
+        created_unix_ns: None,
+        mode: format!("{:04o}", meta.mode() & 0o7777),
+        uid: meta.uid(),
+    };
+    if !meta.file_type().is_file() {
+        info.detail = Some("not a regular file".into());
+        return Ok(info);
+    }
+    let locks = sys::locks_on(meta.dev(), meta.ino());
+    let mut pids: Vec<i32> = locks.iter().filter(|l| l.is_flock).map(|l| l.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    info.attached = locks.iter().filter(|l| l.is_flock).count();
+    info.attached_pids = pids;
+
+    let (desc, state): (Descriptor, u32) = match read_header(&file, &path, meta.len()) {
+        Ok(HeaderRead::Header(d, s)) => (d, s),
+        Ok(HeaderRead::Empty) => {
+            info.detail = Some("empty: no shmring header (a creation in progress, or another program's object)".into());
+            return Ok(info);
+        }
+        Err(Error::NotARing { .. }) => {
+            info.detail = Some("no shmring magic".into());
+            return Ok(info);
+        }
+        Err(e) => {
+            info.state = Status::Corrupt;
+            info.detail = Some(e.to_string());
+            return Ok(info);
+        }
+    };
+    info.version = Some(format!("{}.{}", desc.version_major, desc.version_minor));
+    info.persistent = desc.flags & FLAG_PERSISTENT != 0;
+    info.generation = Some(desc.generation);
+    info.creator_pid = Some(desc.creator_pid);
+    info.created_unix_ns = Some(desc.created_unix_ns);
+    if state != STATE_READY {
+        info.state = if info.attached > 0 {
+            Status::Initializing
+        } else {
+            info.detail = Some("never finished initializing and nobody holds it".into());
+            Status::Stale
+        };
+        return Ok(info);
+    }
+    let layout = match header::validate(&desc, &path, meta.len()) {
+        Ok(l) => l,
+        Err(e) => {
+            info.state = Status::Corrupt;
+            info.detail = Some(e.to_string());
+            return Ok(info);
+        }
+    };
+    info.kind = Some(layout.kind.name().to_string());
+    info.capacity = Some(layout.capacity);
+    if layout.kind == header::Kind::Spsc {
+        info.slot_size = Some(layout.slot_size);
+    }
+    match occupancy(&file, &layout) {
+        Some((msgs, bytes)) => {
+            info.len = Some(msgs);
+            info.bytes_used = bytes;
+        }
+        None => {
+            info.state = Status::Corrupt;
+            info.detail = Some("ring indices are out of range".into());
+            return Ok(info);
+        }
+    }
+    for index in 0..layout.roles() {
+        let role = if index < layout.max_producers {
+            "producer"
+        } else {
+            "consumer"
+        };
+        let lock_at = layout.total_size + u64::from(index);
+        let alive = locks.iter().any(|l| !l.is_flock && l.start == lock_at);
+        let pid = read_u32(&file, layout.role_record_offset(index)).unwrap_or(0);
+        info.roles.push(RoleInfo {
+            role: role.to_string(),
+            alive,
+            pid,
+        });
+    }
+    info.state = if info.attached == 0 && !info.persistent {
+        info.detail = Some("nobody is attached and it is not persistent".into());
+        Status::Stale
+    } else {
+        Status::Ready
+    };
+    Ok(info)
+}
+
+/// Inspects every object in `dir`, sorted by name. Objects that vanish while
+/// listing are skipped; ones that cannot be read are shown as foreign.
+pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "readdir", e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, "readdir", e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        match inspect(dir, &name) {
+            Ok(info) => out.push(info),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                let path = dir.join(&name);
+                out.push(Inspection {
+                    name,
+                    path,
+                    state: Status::Foreign,
+                    detail: Some(e.to_string()),
+                    kind: None,
+                    version: None,
+                    capacity: None,
+                    slot_size: None,
+                    size_bytes: 0,
+                    persistent: false,
+                    len: None,
+                    bytes_used: None,
+                    attached: 0,
+                    attached_pids: Vec::new(),
+                    roles: Vec::new(),
+                    inode: 0,
+                    generation: None,
+                    creator_pid: None,
+                    created_unix_ns: None,
+                    mode: String::new(),
+                    uid: 0,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Marks the object as removed in its live line (so attached handles'
+/// `is_current()` turns false without a system call), then unlinks the name
+/// if it still refers to `file`'s inode.
+fn unlink_if_same(path: &Path, file: &File, mark: bool) -> Result<bool> {
+    let meta = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
+    if meta.nlink() == 0 {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {}
+        _ => return Ok(false),
+    }
+    if mark && meta.len() >= header::HEADER_SIZE as u64 {
+        // Best effort: a read-write open may be refused by the mode.
+        if let Ok(rw) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            let _ = rw.write_all_at(&1u32.to_le_bytes(), header::LIVE_OFFSET as u64 + 4);
+        }
+    }
+    std::fs::remove_file(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied {
+            path: path.to_path_buf(),
+            action: "remove",
+        },
+        _ => Error::io(path, "unlink", e),
+    })?;
+    Ok(true)
+}
+
+/// Removes the ring `name`. Without `force` it must be a valid ring that
+/// nobody is attached to ([`Error::InUse`] names who is). With `force` the
+/// name is removed anyway: attached processes keep using the old object
+/// (their `is_current()` turns false) and it is freed when the last detaches.
+pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
+    let path = super::object_path(dir, name)?;
+    let file = open_admin(&path)?;
+    let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
+    if !force {
+        match read_header(&file, &path, meta.len())? {
+            HeaderRead::Empty => {
+                return Err(Error::NotARing {
+                    path: path.clone(),
+                    found: 0,
+                });
+            }
+            HeaderRead::Header(desc, state) => {
+                if state == STATE_READY {
+                    header::validate(&desc, &path, meta.len())?;
+                }
+            }
+        }
+    }
+    let exclusive =
+        sys::try_flock(&file, sys::Flock::Exclusive).map_err(|e| Error::io(&path, "flock", e))?;
+    if !exclusive && !force {
+        let mut pids: Vec<i32> = sys::locks_on(meta.dev(), meta.ino())
+            .into_iter()
+            .filter(|l| l.is_flock)
+            .map(|l| l.pid)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        return Err(Error::InUse { path, pids });
+    }
+    if !unlink_if_same(&path, &file, !exclusive)? {
+        return Err(Error::NotFound { path });
+    }
+    Ok(())
+}
+
+/// Removes stale rings in `dir`: nobody attached, and either never
+/// initialized or not persistent. Returns what was (or, with `dry_run`,
+/// would be) removed. Each is re-checked under the exclusive lock first.
+pub fn gc(dir: &Path, dry_run: bool) -> Result<Vec<Inspection>> {
+    let mut removed = Vec::new();
+    for info in list(dir)? {
+        if info.state != Status::Stale {
+            continue;
+        }
+        let Ok(file) = open_admin(&info.path) else {
+            continue;
+        };
+        // The exclusive lock proves nobody is attached, and keeps anyone from
+        // attaching until the name is gone.
+        if !sys::try_flock(&file, sys::Flock::Exclusive).unwrap_or(false) {
+            continue;
+        }
+        // Re-inspect under the lock: the ring may have been initialized or
+        // attached to since it was listed.
+        let Ok(meta) = file.metadata() else { continue };
+        let stale = match read_header(&file, &info.path, meta.len()) {
+            Ok(HeaderRead::Header(desc, state)) => {
+                state != STATE_READY || desc.flags & FLAG_PERSISTENT == 0
+            }
+            _ => false,
+        };
+        if !stale {
+            continue;
+        }
+        if dry_run || unlink_if_same(&info.path, &file, false)? {
+            removed.push(info);
+        }
+    }
+    Ok(removed)
+}
