@@ -265,8 +265,6 @@ pub struct Layout {
     pub slot_align: u32,
     /// Distance between two slots in the data area (typed rings).
     pub slot_stride: u64,
-    /// Offset of the message within a slot (typed rings).
-    pub payload_offset: u64,
     /// Producer roles.
     pub max_producers: u32,
     /// Consumer roles.
@@ -308,18 +306,13 @@ impl Layout {
                 "slot alignment {slot_align} must be a power of two up to {MAX_SLOT_ALIGN}"
             ));
         }
-        let (slot_stride, payload_offset, data_size) = match kind {
+        let (slot_stride, data_size) = match kind {
             Kind::Spsc => {
-                // Each slot: an 8-byte publish mark, then the message at an
-                // offset that honours its alignment.
-                let align = u64::from(slot_align.max(8));
-                let payload_offset = align.max(8);
-                let stride = round_up(payload_offset + u64::from(slot_size), align)
-                    .ok_or_else(|| Error::InvalidConfig {
-                        what: "slot size overflows".into(),
-                    })?;
-                let data = stride.checked_mul(capacity);
-                (stride, payload_offset, data)
+                // A contiguous array of messages, so that batches and
+                // zero-copy grants are plain slices.
+                let stride = round_up(u64::from(slot_size), u64::from(slot_align))
+                    .expect("slot size and alignment are bounded");
+                (stride, stride.checked_mul(capacity))
             }
             Kind::Frames => {
                 if slot_size != 1 || slot_align != 1 {
@@ -330,7 +323,7 @@ impl Layout {
                         "frame ring capacity {capacity} must be at least 64 bytes"
                     ));
                 }
-                (1, 0, Some(capacity))
+                (1, Some(capacity))
             }
         };
         let roles = 2u64;
@@ -355,7 +348,6 @@ impl Layout {
             slot_size,
             slot_align,
             slot_stride,
-            payload_offset,
             max_producers: 1,
             max_consumers: 1,
             roles_offset,
@@ -431,10 +423,7 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
     if desc.header_size != HEADER_SIZE as u32 {
         return Err(Error::corrupted(
             path,
-            format!(
-                "header size {} (expected {HEADER_SIZE})",
-                desc.header_size
-            ),
+            format!("header size {} (expected {HEADER_SIZE})", desc.header_size),
         ));
     }
     if desc.total_size != file_size {
@@ -511,9 +500,12 @@ mod tests {
     #[test]
     fn round_trip_validates() {
         let (layout, desc) = good();
-        assert_eq!(validate(&desc, Path::new("x"), layout.total_size).unwrap(), layout);
+        assert_eq!(
+            validate(&desc, Path::new("x"), layout.total_size).unwrap(),
+            layout
+        );
         assert_eq!(layout.total_size % PAGE as u64, 0);
-        assert_eq!(layout.slot_stride, 16);
+        assert_eq!(layout.slot_stride, 8);
         assert!(layout.data_offset % LINE as u64 == 0);
     }
 
@@ -523,23 +515,42 @@ mod tests {
         let p = Path::new("x");
         let mut d = desc;
         d.magic = 1;
-        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::NotARing { .. })));
+        assert!(matches!(
+            validate(&d, p, layout.total_size),
+            Err(Error::NotARing { .. })
+        ));
         let mut d = desc;
         d.version_major = 2;
         assert!(matches!(
             validate(&d, p, layout.total_size),
-            Err(Error::VersionMismatch { found: (2, 0), supported: (1, 0), .. })
+            Err(Error::VersionMismatch {
+                found: (2, 0),
+                supported: (1, 0),
+                ..
+            })
         ));
-        assert!(matches!(validate(&desc, p, 4096), Err(Error::SizeMismatch { .. })));
+        assert!(matches!(
+            validate(&desc, p, layout.total_size + 4096),
+            Err(Error::SizeMismatch { .. })
+        ));
         let mut d = desc;
         d.capacity = 63;
-        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            validate(&d, p, layout.total_size),
+            Err(Error::Corrupted { .. })
+        ));
         let mut d = desc;
         d.data_offset += 8;
-        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            validate(&d, p, layout.total_size),
+            Err(Error::Corrupted { .. })
+        ));
         let mut d = desc;
         d.kind = 99;
-        assert!(matches!(validate(&d, p, layout.total_size), Err(Error::Corrupted { .. })));
+        assert!(matches!(
+            validate(&d, p, layout.total_size),
+            Err(Error::Corrupted { .. })
+        ));
     }
 
     #[test]

@@ -29,8 +29,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod frames;
 pub mod header;
+mod role;
 pub mod segment;
+pub mod spsc;
 mod sync;
 
 pub use error::{Error, Result};

@@ -8,6 +8,8 @@ use serde::Serialize;
 use shmring::segment::{self, Inspection};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
+mod io;
+
 /// Exit code for a bounded wait that ran out.
 pub const EXIT_TIMEOUT: i32 = 3;
 
@@ -28,10 +30,43 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum KindArg {
-    /// Fixed-size slots, one producer, one consumer.
-    Spsc,
-    /// Variable-length byte frames, one producer, one consumer.
+    /// Variable-length byte frames, one producer, one consumer (what
+    /// `send`/`recv` carry); byte area = capacity x slot-size.
     Frames,
+    /// Fixed-size slots of slot-size bytes, one producer, one consumer.
+    Spsc,
+}
+
+/// Ring shape options shared by `create`, `send --create`, `recv --create`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Shape {
+    /// Slots; for frame rings the byte area is capacity x slot-size. A power of two.
+    #[arg(long, default_value_t = 1024)]
+    capacity: u64,
+    /// Bytes per slot.
+    #[arg(long, default_value_t = 64)]
+    slot_size: u32,
+}
+
+impl Shape {
+    fn layout(self, kind: KindArg) -> Result<Layout, Error> {
+        match kind {
+            KindArg::Spsc => Layout::new(Kind::Spsc, self.capacity, self.slot_size, 8),
+            KindArg::Frames => {
+                let bytes = self
+                    .capacity
+                    .checked_mul(u64::from(self.slot_size))
+                    .filter(|b| b.is_power_of_two())
+                    .ok_or_else(|| Error::InvalidConfig {
+                        what: format!(
+                            "capacity x slot-size = {} x {} must be a power of two",
+                            self.capacity, self.slot_size
+                        ),
+                    })?;
+                shmring::frames::layout(bytes.max(64))
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,14 +76,10 @@ enum Command {
         /// Ring name (a file name in --dir).
         name: String,
         /// What the ring holds.
-        #[arg(long, value_enum, default_value = "spsc")]
+        #[arg(long, value_enum, default_value = "frames")]
         kind: KindArg,
-        /// Slots (spsc) or bytes (frames); a power of two.
-        #[arg(long, default_value_t = 1024)]
-        capacity: u64,
-        /// Bytes per slot (spsc only).
-        #[arg(long, default_value_t = 64)]
-        slot_size: u32,
+        #[command(flatten)]
+        shape: Shape,
         /// Permission bits, octal.
         #[arg(long, default_value = "600", value_parser = parse_octal)]
         mode: u32,
@@ -80,6 +111,35 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Send each line of stdin as one frame (waits while the ring is full).
+    Send {
+        /// Ring name.
+        name: String,
+        /// Create the ring if it does not exist (either side may come first).
+        #[arg(long)]
+        create: bool,
+        #[command(flatten)]
+        shape: Shape,
+        /// Give up after this many milliseconds without progress (exit 3).
+        #[arg(long, value_name = "MS")]
+        timeout: Option<u64>,
+    },
+    /// Print each received frame as one line.
+    Recv {
+        /// Ring name.
+        name: String,
+        /// Create the ring if it does not exist (either side may come first).
+        #[arg(long)]
+        create: bool,
+        #[command(flatten)]
+        shape: Shape,
+        /// Exit 0 after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit 3 when no message arrived for this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        timeout: Option<u64>,
     },
     /// Remove stale rings (nobody attached; never initialized or not persistent).
     Gc {
@@ -131,18 +191,38 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
 fn dispatch(cli: Cli) -> Result<(), Error> {
     let dir = cli.dir;
     match cli.command {
+        Command::Send {
+            name,
+            create,
+            shape,
+            timeout,
+        } => io::send(
+            &dir,
+            &name,
+            create.then_some(shape.layout(KindArg::Frames)?),
+            timeout,
+        ),
+        Command::Recv {
+            name,
+            create,
+            shape,
+            count,
+            timeout,
+        } => io::recv(
+            &dir,
+            &name,
+            create.then_some(shape.layout(KindArg::Frames)?),
+            count,
+            timeout,
+        ),
         Command::Create {
             name,
             kind,
-            capacity,
-            slot_size,
+            shape,
             mode,
             json,
         } => {
-            let layout = match kind {
-                KindArg::Spsc => Layout::new(Kind::Spsc, capacity, slot_size, 8)?,
-                KindArg::Frames => Layout::new(Kind::Frames, capacity, 1, 1)?,
-            };
+            let layout = shape.layout(kind)?;
             let seg = SegmentOptions::new()
                 .dir(&dir)
                 .mode(mode)
@@ -262,13 +342,13 @@ fn print_stat(i: &Inspection) {
     }
     line("mode", format!("{} (uid {})", i.mode, i.uid));
     line("inode", i.inode.to_string());
-    line("generation", opt(i.generation.map(|g| format!("{g:#018x}"))));
+    line(
+        "generation",
+        opt(i.generation.map(|g| format!("{g:#018x}"))),
+    );
     line("creator_pid", opt(i.creator_pid));
     let pids: Vec<String> = i.attached_pids.iter().map(|p| p.to_string()).collect();
-    line(
-        "attached",
-        format!("{} [{}]", i.attached, pids.join(", ")),
-    );
+    line("attached", format!("{} [{}]", i.attached, pids.join(", ")));
     for r in &i.roles {
         line(
             &r.role,
@@ -280,4 +360,3 @@ fn print_stat(i: &Inspection) {
         );
     }
 }
-

@@ -200,9 +200,12 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     info.attached_pids = pids;
 
     let (desc, state): (Descriptor, u32) = match read_header(&file, &path, meta.len()) {
-        Ok(HeaderRead::Header(d, s)) => (d, s),
+        Ok(HeaderRead::Header(d, s)) => (*d, s),
         Ok(HeaderRead::Empty) => {
-            info.detail = Some("empty: no shmring header (a creation in progress, or another program's object)".into());
+            info.detail = Some(
+                "empty: no shmring header (a creation in progress, or another program's object)"
+                    .into(),
+            );
             return Ok(info);
         }
         Err(Error::NotARing { .. }) => {

@@ -251,7 +251,10 @@ impl SegmentOptions {
         }
         if let Err(e) = sys::fallocate(&file, layout.total_size) {
             if e.raw_os_error() == Some(libc::ENOSPC) {
-                let free = sys::fs_info(&self.dir).ok().and_then(|f| f.free).unwrap_or(0);
+                let free = sys::fs_info(&self.dir)
+                    .ok()
+                    .and_then(|f| f.free)
+                    .unwrap_or(0);
                 return Err(Error::NoSpace {
                     path: path.to_path_buf(),
                     mount: self.dir.clone(),
@@ -275,7 +278,9 @@ impl SegmentOptions {
         // Every ring starts zeroed (fallocate), which is each ring's empty
         // state. Publish: the release store orders every byte written above
         // before READY for a reader that loads READY with acquire.
-        seg.live().state.store(STATE_READY, std::sync::atomic::Ordering::Release);
+        seg.live()
+            .state
+            .store(STATE_READY, std::sync::atomic::Ordering::Release);
         guard.armed = false;
         drop(guard);
         // Convert to the shared lock. flock drops the exclusive lock first, so
@@ -358,7 +363,7 @@ impl SegmentOptions {
                         .into(),
                 ));
             }
-            HeaderRead::Header(desc, state) => (desc, state),
+            HeaderRead::Header(desc, state) => (*desc, state),
         };
         if state != STATE_READY {
             let alive = if sys::pid_alive(desc.creator_pid as i32) {
@@ -420,7 +425,7 @@ pub(crate) enum HeaderRead {
     /// creation in progress (or abandoned).
     Empty,
     /// A header with our magic (not yet validated) and the `state` word.
-    Header(Descriptor, u32),
+    Header(Box<Descriptor>, u32),
 }
 
 /// Reads (with `pread`, no mapping) the header of an object of `size` bytes.
@@ -466,7 +471,7 @@ pub(crate) fn read_header(file: &File, path: &Path, size: u64) -> Result<HeaderR
             .try_into()
             .expect("4-byte slice"),
     );
-    Ok(HeaderRead::Header(desc, state))
+    Ok(HeaderRead::Header(Box::new(desc), state))
 }
 
 /// Polls `flock(op | LOCK_NB)` until it succeeds or `deadline` passes.
@@ -553,7 +558,15 @@ fn open_error(dir: &Path, path: &Path, action: &'static str, e: io::Error) -> Er
             needed: 0,
             free: 0,
         },
-        _ => Error::io(path, if action == "create" { "open(O_CREAT|O_EXCL)" } else { "open" }, e),
+        _ => Error::io(
+            path,
+            if action == "create" {
+                "open(O_CREAT|O_EXCL)"
+            } else {
+                "open"
+            },
+            e,
+        ),
     }
 }
 
@@ -667,7 +680,12 @@ impl Segment {
     /// crate's back (one `stat` tells). A handle that is no longer current
     /// still works, but talks only to processes attached to the old object.
     pub fn is_current(&self) -> bool {
-        if self.live().removed.load(std::sync::atomic::Ordering::Acquire) != 0 {
+        if self
+            .live()
+            .removed
+            .load(std::sync::atomic::Ordering::Acquire)
+            != 0
+        {
             return false;
         }
         match std::fs::symlink_metadata(&self.path) {
@@ -796,7 +814,10 @@ mod tests {
             );
         }
         let long = "x".repeat(256);
-        assert!(matches!(object_path(d, &long), Err(Error::InvalidName { .. })));
+        assert!(matches!(
+            object_path(d, &long),
+            Err(Error::InvalidName { .. })
+        ));
         assert_eq!(object_path(d, "ok.1").unwrap(), Path::new("/dev/shm/ok.1"));
     }
 }

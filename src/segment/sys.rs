@@ -14,7 +14,6 @@ use nix::fcntl::{FallocateFlags, FcntlArg, fallocate as nix_fallocate, fcntl};
 pub(crate) enum Flock {
     Shared,
     Exclusive,
-    Unlock,
 }
 
 /// `flock(fd, op | LOCK_NB)`. `Ok(false)` when the lock is held by another
@@ -23,7 +22,6 @@ pub(crate) fn try_flock(file: &File, op: Flock) -> io::Result<bool> {
     let op = match op {
         Flock::Shared => libc::LOCK_SH,
         Flock::Exclusive => libc::LOCK_EX,
-        Flock::Unlock => libc::LOCK_UN,
     } | libc::LOCK_NB;
     loop {
         // SAFETY: flock takes a file descriptor and an integer; the fd is
@@ -202,8 +200,16 @@ garbage
         assert_eq!(
             got,
             vec![
-                LockEntry { is_flock: true, pid: 4242, start: 0 },
-                LockEntry { is_flock: false, pid: -1, start: 8192 },
+                LockEntry {
+                    is_flock: true,
+                    pid: 4242,
+                    start: 0
+                },
+                LockEntry {
+                    is_flock: false,
+                    pid: -1,
+                    start: 8192
+                },
             ]
         );
     }

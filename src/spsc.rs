@@ -1,0 +1,754 @@
+//! Single-producer single-consumer ring of fixed-size typed slots.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use shmring::spsc::{self, Consumer, Producer};
+//! use shmring::SegmentOptions;
+//!
+//! // process A
+//! let seg = SegmentOptions::new().open_or_create("ticks", &spsc::layout::<u64>(1024)?, spsc::type_id::<u64>())?;
+//! let mut tx = Producer::<u64>::attach(Arc::new(seg))?;
+//! tx.try_push(42).ok();
+//!
+//! // process B
+//! let seg = SegmentOptions::new().open("ticks")?;
+//! let mut rx = Consumer::<u64>::attach(Arc::new(seg))?;
+//! if let Ok(v) = rx.try_pop() { println!("{v}"); }
+//! # Ok::<(), shmring::Error>(())
+//! ```
+//!
+//! # Protocol
+//!
+//! Positions are absolute `u64` counters (they never wrap in practice); slot
+//! `pos % capacity` holds message `pos`. The producer owns `tail` (on its own
+//! 128-byte line), the consumer owns `head` (on another). Each side keeps a
+//! private copy of the other's index and reads the shared one only when its
+//! copy says full (producer) or empty (consumer), so in steady state neither
+//! touches the other's line per message.
+//!
+//! Every index read from shared memory is checked: `tail - head` must be at
+//! most `capacity`, otherwise the operation fails with `Corrupted`. Slot
+//! addresses are computed from private positions masked by the capacity, so
+//! no value a peer writes can move an access outside the ring.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, Result};
+use crate::header::{Kind, LINE, Layout, derive_type_id};
+use crate::role::{CONSUMER, PRODUCER, Side};
+use crate::segment::Segment;
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// The layout of an SPSC ring of `capacity` messages of type `T`.
+pub fn layout<T: Pod>(capacity: u64) -> Result<Layout> {
+    let size = u32::try_from(std::mem::size_of::<T>()).unwrap_or(u32::MAX);
+    if size == 0 {
+        return Err(Error::InvalidConfig {
+            what: "zero-sized message types carry nothing through shared memory".into(),
+        });
+    }
+    Layout::new(Kind::Spsc, capacity, size, std::mem::align_of::<T>() as u32)
+}
+
+/// The type id recorded for `T` unless the caller supplies one.
+pub fn type_id<T: Pod>() -> u64 {
+    derive_type_id::<T>()
+}
+
+/// Why a push failed; the value comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryPushError<T> {
+    /// The ring is full.
+    Full(T),
+    /// The ring is full and its consumer is gone (non-persistent rings).
+    Disconnected(T),
+    /// The consumer's index is out of range: a buggy or hostile peer.
+    Corrupted(T, String),
+}
+
+impl<T> TryPushError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPushError::Full(v)
+            | TryPushError::Disconnected(v)
+            | TryPushError::Corrupted(v, _) => v,
+        }
+    }
+}
+
+impl<T> std::fmt::Display for TryPushError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryPushError::Full(_) => f.write_str("ring is full"),
+            TryPushError::Disconnected(_) => f.write_str("ring is full and its consumer is gone"),
+            TryPushError::Corrupted(_, what) => write!(f, "corrupted ring: {what}"),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for TryPushError<T> {}
+
+/// Why a pop failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TryPopError {
+    /// Nothing published yet.
+    Empty,
+    /// Empty, and the producer is gone: nothing more will arrive (until a
+    /// new producer attaches to a persistent ring).
+    Disconnected,
+    /// The producer's index or a frame is out of range.
+    Corrupted(String),
+}
+
+impl std::fmt::Display for TryPopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryPopError::Empty => f.write_str("ring is empty"),
+            TryPopError::Disconnected => f.write_str("ring is empty and its producer is gone"),
+            TryPopError::Corrupted(what) => write!(f, "corrupted ring: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for TryPopError {}
+
+/// The two shared indices and the data area, as raw pointers into memory
+/// that outlives this struct (the owner keeps the `Arc<Segment>`).
+///
+/// Ring algorithms see only this, never the segment, so the same code can
+/// run over heap memory in a loom model.
+pub(crate) struct RawRing {
+    /// Producer line: next position to be written (published with release).
+    tail: *const AtomicU64,
+    /// Consumer line: next position to be read (released with release).
+    head: *const AtomicU64,
+    /// Data area: `capacity * stride` bytes.
+    data: *mut u8,
+    /// Slots (typed) or bytes (frames); a power of two.
+    capacity: u64,
+    /// Bytes per slot.
+    stride: usize,
+}
+
+// SAFETY: the pointers refer to shared memory accessed only through atomics
+// or by the single side that owns a region at a time; the owning handle keeps
+// the mapping alive.
+unsafe impl Send for RawRing {}
+
+impl RawRing {
+    /// Builds the view of a validated SPSC/frames segment. The control lines
+    /// and the data area are range-checked against the mapping here, once.
+    pub(crate) fn new(seg: &Segment) -> Result<RawRing> {
+        let l = seg.layout();
+        let oob = || Error::corrupted(seg.path(), "ring regions outside the mapping");
+        let control = seg
+            .region(l.control_offset, 2 * LINE as u64)
+            .ok_or_else(oob)?;
+        let data = seg.region(l.data_offset, l.data_size).ok_or_else(oob)?;
+        Ok(RawRing {
+            tail: control.cast::<AtomicU64>(),
+            // SAFETY: control spans 2 * LINE bytes (checked by `region`).
+            head: unsafe { control.add(LINE) }.cast::<AtomicU64>(),
+            data,
+            capacity: l.capacity,
+            stride: l.slot_stride as usize,
+        })
+    }
+
+    /// A ring over caller-provided memory (loom models, unit tests).
+    ///
+    /// # Safety
+    /// `tail` and `head` must be valid atomics and `data` valid for
+    /// `capacity * stride` bytes, all for the lifetime of the `RawRing`.
+    #[cfg(loom)]
+    pub(crate) unsafe fn from_parts(
+        tail: *const AtomicU64,
+        head: *const AtomicU64,
+        data: *mut u8,
+        capacity: u64,
+        stride: usize,
+    ) -> RawRing {
+        RawRing {
+            tail,
+            head,
+            data,
+            capacity,
+            stride,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn tail(&self) -> &AtomicU64 {
+        // SAFETY: in bounds and 128-byte aligned (checked in `new`); an
+        // atomic may be shared with concurrent writers.
+        unsafe { &*self.tail }
+    }
+
+    #[inline]
+    pub(crate) fn head(&self) -> &AtomicU64 {
+        // SAFETY: as for `tail`.
+        unsafe { &*self.head }
+    }
+
+    #[inline]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Producer line, second word: messages published (frame rings; for
+    /// `stat`). Written only by the producer.
+    pub(crate) fn produced(&self) -> &AtomicU64 {
+        // SAFETY: the producer line is LINE bytes (checked in `new`); the
+        // second word is in it and 8-aligned.
+        unsafe { &*self.tail.add(1) }
+    }
+
+    /// Consumer line, second word: messages consumed. Written only by the
+    /// consumer.
+    pub(crate) fn consumed(&self) -> &AtomicU64 {
+        // SAFETY: as for `produced`, on the consumer line.
+        unsafe { &*self.head.add(1) }
+    }
+
+    /// Address of slot `pos % capacity`.
+    #[inline]
+    pub(crate) fn slot(&self, pos: u64) -> *mut u8 {
+        let index = (pos & (self.capacity - 1)) as usize;
+        // SAFETY: index < capacity, and the data area is capacity * stride
+        // bytes (checked in `new`).
+        unsafe { self.data.add(index * self.stride) }
+    }
+
+    /// Checks an index pair read from shared memory: the producer may be at
+    /// most `capacity` ahead of the consumer and never behind it.
+    #[inline]
+    pub(crate) fn check(&self, tail: u64, head: u64) -> std::result::Result<u64, String> {
+        let used = tail.wrapping_sub(head);
+        if used > self.capacity {
+            return Err(format!(
+                "producer index {tail} and consumer index {head} are {used} apart, more than the capacity {}",
+                self.capacity
+            ));
+        }
+        Ok(used)
+    }
+}
+
+/// The producer's private state: its position and its cached copy of the
+/// consumer's. Shared by typed and frame rings.
+pub(crate) struct ProducerCursor {
+    /// Next position to write. Never read back from shared memory.
+    pub(crate) tail: u64,
+    /// Private copy of the consumer's `head`, refreshed only when full.
+    cached_head: u64,
+}
+
+impl ProducerCursor {
+    /// Starts after whatever a predecessor published; checks the indices.
+    pub(crate) fn attach(ring: &RawRing) -> std::result::Result<Self, String> {
+        // Acquire on both: a restarted producer continues after what its
+        // predecessor published and sees the consumer's progress.
+        let tail = ring.tail().load(Ordering::Acquire);
+        let head = ring.head().load(Ordering::Acquire);
+        ring.check(tail, head)?;
+        Ok(ProducerCursor {
+            tail,
+            cached_head: head,
+        })
+    }
+
+    /// Free units, refreshing the consumer's index only when the cached copy
+    /// says fewer than `want` are free.
+    #[inline]
+    pub(crate) fn free(&mut self, ring: &RawRing, want: u64) -> std::result::Result<u64, String> {
+        let cap = ring.capacity();
+        let free = cap - self.tail.wrapping_sub(self.cached_head).min(cap);
+        if free >= want {
+            return Ok(free);
+        }
+        // Acquire: pairs with the consumer's release store of `head`, made
+        // after it copied the slots out, so units below `head` may be reused.
+        let head = ring.head().load(Ordering::Acquire);
+        let used = ring.check(self.tail, head)?;
+        self.cached_head = head;
+        Ok(cap - used)
+    }
+
+    /// Advances the tail by `n` and publishes it.
+    #[inline]
+    pub(crate) fn publish(&mut self, ring: &RawRing, n: u64) {
+        self.tail = self.tail.wrapping_add(n);
+        // Release: the writes into the published units happen-before any
+        // consumer load (acquire) that observes the new tail.
+        ring.tail().store(self.tail, Ordering::Release);
+    }
+}
+
+/// The consumer's private state: its position and its cached copy of the
+/// producer's.
+pub(crate) struct ConsumerCursor {
+    /// Next position to read. Never read back from shared memory.
+    pub(crate) head: u64,
+    /// Private copy of the producer's `tail`, refreshed only when empty.
+    cached_tail: u64,
+}
+
+impl ConsumerCursor {
+    /// Starts where a predecessor's last release left off; checks the indices.
+    pub(crate) fn attach(ring: &RawRing) -> std::result::Result<Self, String> {
+        // Acquire: a restarted consumer continues exactly after its
+        // predecessor's last release store of `head`.
+        let head = ring.head().load(Ordering::Acquire);
+        let tail = ring.tail().load(Ordering::Acquire);
+        ring.check(tail, head)?;
+        Ok(ConsumerCursor {
+            head,
+            cached_tail: head,
+        })
+    }
+
+    /// Published units, refreshing the producer's index only when the cached
+    /// copy says fewer than `want` are available. With none available:
+    /// `Empty`, or `Disconnected` once the producer is gone and drained.
+    #[inline]
+    pub(crate) fn available(
+        &mut self,
+        ring: &RawRing,
+        mut peer_gone: impl FnMut() -> bool,
+        want: u64,
+    ) -> std::result::Result<u64, TryPopError> {
+        let avail = self.cached_tail.wrapping_sub(self.head);
+        if avail >= want {
+            return Ok(avail);
+        }
+        let avail = self.refresh(ring)?;
+        if avail > 0 {
+            return Ok(avail);
+        }
+        if !peer_gone() {
+            return Err(TryPopError::Empty);
+        }
+        // The producer is gone; it may have published just before it left
+        // (its DETACHED store is a release after its last publish).
+        match self.refresh(ring)? {
+            0 => Err(TryPopError::Disconnected),
+            n => Ok(n),
+        }
+    }
+
+    fn refresh(&mut self, ring: &RawRing) -> std::result::Result<u64, TryPopError> {
+        // Acquire: pairs with the producer's release store of `tail`, so the
+        // units below it are fully written.
+        let tail = ring.tail().load(Ordering::Acquire);
+        let avail = ring
+            .check(tail, self.head)
+            .map_err(TryPopError::Corrupted)?;
+        self.cached_tail = tail;
+        Ok(avail)
+    }
+
+    /// Advances the head by `n` and releases the units to the producer.
+    #[inline]
+    pub(crate) fn release(&mut self, ring: &RawRing, n: u64) {
+        self.head = self.head.wrapping_add(n);
+        // Release: our reads of the units happen-before the producer's
+        // acquire load that observes the new head (and its reuse of them).
+        ring.head().store(self.head, Ordering::Release);
+    }
+}
+
+fn check_type<T: Pod>(seg: &Segment, type_id: u64) -> Result<()> {
+    let l = seg.layout();
+    let d = seg.descriptor();
+    let want_size = std::mem::size_of::<T>() as u32;
+    let want_align = std::mem::align_of::<T>() as u32;
+    let mismatch = |what: String| {
+        Err(Error::LayoutMismatch {
+            path: seg.path().to_path_buf(),
+            what,
+        })
+    };
+    if l.kind != Kind::Spsc {
+        return mismatch(format!("the ring holds {}, not typed spsc slots", l.kind));
+    }
+    if l.slot_size != want_size || l.slot_align != want_align {
+        return mismatch(format!(
+            "the ring's slots are {} bytes aligned to {}, but {} is {want_size} bytes aligned to {want_align}",
+            l.slot_size,
+            l.slot_align,
+            std::any::type_name::<T>()
+        ));
+    }
+    if d.type_id != type_id {
+        return mismatch(format!(
+            "the ring's type id is {:#x}, but {} has type id {type_id:#x}",
+            d.type_id,
+            std::any::type_name::<T>()
+        ));
+    }
+    Ok(())
+}
+
+/// The producing half of a typed SPSC ring. At most one exists per ring, in
+/// any process (an OFD lock enforces it).
+pub struct Producer<T: Pod> {
+    ring: RawRing,
+    cursor: ProducerCursor,
+    side: Side,
+    persistent: bool,
+    _marker: PhantomData<T>,
+}
+
+/// What full means for a producer: `Disconnected` once the consumer of a
+/// non-persistent ring is gone, `Full` otherwise.
+pub(crate) fn full_error<V>(side: &mut Side, persistent: bool, value: V) -> TryPushError<V> {
+    if !persistent && side.peer_gone() {
+        TryPushError::Disconnected(value)
+    } else {
+        TryPushError::Full(value)
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    /// Takes the producer role on an SPSC ring of `T` (type id derived from
+    /// `T`).
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        Self::attach_with_type_id(seg, type_id::<T>())
+    }
+
+    /// Takes the producer role, checking an explicit type id.
+    pub fn attach_with_type_id(seg: Arc<Segment>, type_id: u64) -> Result<Self> {
+        check_type::<T>(&seg, type_id)?;
+        let ring = RawRing::new(&seg)?;
+        let persistent = seg.is_persistent();
+        let side = Side::attach(seg, PRODUCER, CONSUMER)?;
+        let cursor = ProducerCursor::attach(&ring)
+            .map_err(|w| Error::corrupted(side.segment().path(), w))?;
+        Ok(Producer {
+            ring,
+            cursor,
+            side,
+            persistent,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The segment this producer writes to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.side.segment()
+    }
+
+    #[inline]
+    fn publish(&mut self, n: u64) {
+        self.cursor.publish(&self.ring, n);
+        self.side.active();
+    }
+
+    /// Pushes one message, or gives it back if the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> std::result::Result<(), TryPushError<T>> {
+        match self.cursor.free(&self.ring, 1) {
+            Ok(0) => return Err(full_error(&mut self.side, self.persistent, value)),
+            Ok(_) => {}
+            Err(what) => return Err(TryPushError::Corrupted(value, what)),
+        }
+        // SAFETY: the slot is inside the data area (masked position); it is
+        // free (tail - head < capacity, head read with acquire), so the
+        // consumer does not read it until we publish; slots are aligned for T
+        // (data_offset is aligned to max(128, align_of T), stride is a
+        // multiple of align_of T).
+        unsafe { self.ring.slot(self.cursor.tail).cast::<T>().write(value) };
+        self.publish(1);
+        Ok(())
+    }
+
+    /// Pushes as many of `values` as fit, with one index update. Returns how
+    /// many were pushed; `Full` (with `()`) if none fit.
+    pub fn push_slice(&mut self, values: &[T]) -> std::result::Result<usize, TryPushError<()>> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let free = self
+            .cursor
+            .free(&self.ring, values.len() as u64)
+            .map_err(|w| TryPushError::Corrupted((), w))?;
+        let n = (values.len() as u64).min(free) as usize;
+        if n == 0 {
+            return Err(full_error(&mut self.side, self.persistent, ()));
+        }
+        let mut done = 0;
+        while done < n {
+            let pos = self.cursor.tail.wrapping_add(done as u64);
+            let run = contiguous(self.ring.capacity(), pos, n - done);
+            // SAFETY: `run` slots from `pos` are free, in bounds (contiguous
+            // stops at the end of the data area) and aligned for T; the
+            // source is a distinct private slice.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    values.as_ptr().add(done),
+                    self.ring.slot(pos).cast::<T>(),
+                    run,
+                );
+            }
+            done += run;
+        }
+        self.publish(n as u64);
+        Ok(n)
+    }
+
+    /// A zero-copy grant of up to `n` free slots, contiguous in memory (it may
+    /// be shorter than asked at the wrap). Fill it, then [`WriteChunk::commit`].
+    pub fn write_chunk(
+        &mut self,
+        n: usize,
+    ) -> std::result::Result<WriteChunk<'_, T>, TryPushError<()>> {
+        let free = self
+            .cursor
+            .free(&self.ring, n as u64)
+            .map_err(|w| TryPushError::Corrupted((), w))?;
+        if free == 0 && n > 0 {
+            return Err(full_error(&mut self.side, self.persistent, ()));
+        }
+        let len = contiguous(
+            self.ring.capacity(),
+            self.cursor.tail,
+            (n as u64).min(free) as usize,
+        );
+        let ptr = self.ring.slot(self.cursor.tail).cast::<T>();
+        Ok(WriteChunk {
+            producer: self,
+            ptr,
+            len,
+        })
+    }
+
+    /// Messages the consumer has not taken yet (reads the consumer's index).
+    pub fn len(&self) -> u64 {
+        let head = self.ring.head().load(Ordering::Acquire);
+        self.ring
+            .check(self.cursor.tail, head)
+            .unwrap_or(self.ring.capacity())
+    }
+
+    /// True when the consumer has taken everything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity in slots.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
+    /// Is the consumer attached and alive right now? (One system call.)
+    pub fn is_consumer_alive(&self) -> bool {
+        self.side.peer_alive_now()
+    }
+}
+
+/// How many units from `pos`, up to `want`, lie before the end of the data
+/// area of a ring of `capacity` units.
+#[inline]
+pub(crate) fn contiguous(capacity: u64, pos: u64, want: usize) -> usize {
+    let to_end = capacity - (pos & (capacity - 1));
+    (want as u64).min(to_end) as usize
+}
+
+/// Free slots lent by [`Producer::write_chunk`]; nothing is published until
+/// [`commit`](WriteChunk::commit).
+pub struct WriteChunk<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// The granted slots. Their previous contents are stale messages.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: `len` free, in-bounds, aligned slots that only this
+        // producer may write until it publishes them; T is Pod, so any stale
+        // bytes are a valid T. The consumer does not access them until
+        // `commit` advances the tail.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Number of slots granted.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no slot was granted.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the first `n` slots (`n` is capped at the grant's length).
+    pub fn commit(self, n: usize) {
+        let n = n.min(self.len);
+        if n > 0 {
+            self.producer.publish(n as u64);
+        }
+    }
+}
+
+/// The consuming half of a typed SPSC ring. At most one exists per ring.
+pub struct Consumer<T: Pod> {
+    ring: RawRing,
+    cursor: ConsumerCursor,
+    side: Side,
+    _marker: PhantomData<T>,
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Takes the consumer role on an SPSC ring of `T`.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        Self::attach_with_type_id(seg, type_id::<T>())
+    }
+
+    /// Takes the consumer role, checking an explicit type id.
+    pub fn attach_with_type_id(seg: Arc<Segment>, type_id: u64) -> Result<Self> {
+        check_type::<T>(&seg, type_id)?;
+        let ring = RawRing::new(&seg)?;
+        let side = Side::attach(seg, CONSUMER, PRODUCER)?;
+        let cursor = ConsumerCursor::attach(&ring)
+            .map_err(|w| Error::corrupted(side.segment().path(), w))?;
+        Ok(Consumer {
+            ring,
+            cursor,
+            side,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The segment this consumer reads from.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.side.segment()
+    }
+
+    #[inline]
+    fn release(&mut self, n: u64) {
+        self.cursor.release(&self.ring, n);
+        self.side.active();
+    }
+
+    /// Takes one message.
+    #[inline]
+    pub fn try_pop(&mut self) -> std::result::Result<T, TryPopError> {
+        self.cursor
+            .available(&self.ring, || self.side.peer_gone(), 1)?;
+        // SAFETY: the slot is in bounds (masked), aligned for T, and
+        // published (head < tail, tail read with acquire); T is Pod so any
+        // bytes are a valid T. `read` copies it out before we release it.
+        let v = unsafe { self.ring.slot(self.cursor.head).cast::<T>().read() };
+        self.release(1);
+        Ok(v)
+    }
+
+    /// Takes up to `out.len()` messages with one index update; returns how
+    /// many. `Empty`/`Disconnected` if there were none.
+    pub fn pop_into(&mut self, out: &mut [T]) -> std::result::Result<usize, TryPopError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let avail =
+            self.cursor
+                .available(&self.ring, || self.side.peer_gone(), out.len() as u64)?;
+        let n = (out.len() as u64).min(avail) as usize;
+        let mut done = 0;
+        while done < n {
+            let pos = self.cursor.head.wrapping_add(done as u64);
+            let run = contiguous(self.ring.capacity(), pos, n - done);
+            // SAFETY: `run` published, in-bounds, aligned slots; the output
+            // is a distinct private buffer.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.ring.slot(pos).cast::<T>(),
+                    out.as_mut_ptr().add(done),
+                    run,
+                );
+            }
+            done += run;
+        }
+        self.release(n as u64);
+        Ok(n)
+    }
+
+    /// A zero-copy view of up to `n` published messages, contiguous in
+    /// memory (shorter than asked at the wrap). [`ReadChunk::release`] frees
+    /// them; dropping the chunk releases nothing.
+    pub fn read_chunk(&mut self, n: usize) -> std::result::Result<ReadChunk<'_, T>, TryPopError> {
+        let avail = self
+            .cursor
+            .available(&self.ring, || self.side.peer_gone(), n.max(1) as u64)?;
+        let len = contiguous(
+            self.ring.capacity(),
+            self.cursor.head,
+            (n as u64).min(avail) as usize,
+        );
+        let ptr = self.ring.slot(self.cursor.head).cast::<T>();
+        Ok(ReadChunk {
+            consumer: self,
+            ptr,
+            len,
+        })
+    }
+
+    /// Messages waiting (reads the producer's index).
+    pub fn len(&self) -> u64 {
+        let tail = self.ring.tail().load(Ordering::Acquire);
+        self.ring.check(tail, self.cursor.head).unwrap_or(0)
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity in slots.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
+    /// Is the producer attached and alive right now? (One system call.)
+    pub fn is_producer_alive(&self) -> bool {
+        self.side.peer_alive_now()
+    }
+}
+
+/// Published messages lent by [`Consumer::read_chunk`].
+pub struct ReadChunk<'a, T: Pod> {
+    consumer: &'a mut Consumer<T>,
+    ptr: *const T,
+    len: usize,
+}
+
+impl<T: Pod> ReadChunk<'_, T> {
+    /// The messages. The producer does not overwrite them until released.
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `len` published, in-bounds, aligned slots that the producer
+        // does not write until `release` advances the head; T is Pod.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// Number of messages lent.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nothing was lent.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Frees the first `n` messages (capped at the chunk's length).
+    pub fn release(self, n: usize) {
+        let n = n.min(self.len);
+        if n > 0 {
+            self.consumer.release(n as u64);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Helpers shared by the integration tests: private directories that must be
+//! left empty, child processes (this test binary re-executed, or the
+//! `shmring` binary), and a watchdog.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name: test tag, pid, counter.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "t-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A private directory under /dev/shm (a tmpfs) for one test. Dropping it
+/// removes it and everything in it, even when the test fails; call
+/// [`TestDir::finish`] at the end of a passing test to also assert that the
+/// code under test left nothing behind.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let path = PathBuf::from("/dev/shm").join(format!("shmring-test-{}", unique(tag)));
+        std::fs::create_dir(&path).expect("create test dir in /dev/shm");
+        TestDir { path }
+    }
+
+    /// Names of whatever is left in the directory.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Asserts the directory is empty; it is removed on drop either way.
+    pub fn finish(self) {
+        let left = self.leftovers();
+        assert!(
+            left.is_empty(),
+            "left behind in {}: {left:?}",
+            self.path.display()
+        );
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Kills a child on drop (so a failing test never leaves processes running).
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present")
+    }
+
+    /// Sends SIGKILL and reaps.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.0 = None;
+    }
+
+    /// Waits up to `limit` for exit; kills and panics past it.
+    pub fn wait_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.0.as_mut().expect("child present");
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.0 = None;
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.0 = None;
+                panic!("child did not finish within {limit:?} (killed)");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits up to `limit` and returns the output.
+    pub fn output_within(mut self, limit: Duration) -> std::process::Output {
+        let deadline = Instant::now() + limit;
+        let mut child = self.0.take().expect("child present");
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                return child.wait_with_output().expect("output");
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "child did not finish within {limit:?} (killed); stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The environment variable that tells a re-executed test binary which
+/// child role to play.
+pub const CHILD_ENV: &str = "SHMRING_TEST_CHILD";
+
+/// Re-executes this test binary running only the test `entry` (which must
+/// call [`child_role`] first) with the role and extra environment.
+pub fn spawn_self(entry: &str, role: &str, env: &[(&str, String)]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, role)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// In a child entry test: the role to play, if this process is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Reads a `NAME=value` variable set by the parent.
+pub fn env_str(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("child needs {name}"))
+}
+
+/// The `shmring` binary built for these tests.
+pub fn shmring_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shmring"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `shmring --dir DIR args...` to completion (bounded) and returns
+/// (exit code, stdout, stderr).
+pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let child = shmring_bin()
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shmring");
+    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `cond` every millisecond until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
+
+/// Is this process root (some tests mount file systems)?
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Reads lines from a child's pipe until one starts with `prefix` (the test
+/// harness prints its own lines first) and returns it; panics at EOF.
+pub fn read_line_starting(pipe: impl std::io::Read, prefix: &str) -> String {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(pipe);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read child pipe");
+        assert!(n > 0, "child closed its pipe before printing {prefix:?}");
+        if line.starts_with(prefix) || line.contains(prefix) {
+            return line;
+        }
+    }
+}
