@@ -147,7 +147,11 @@ fn a_waiting_opener_gets_the_ring_once_the_creator_finishes() {
         .timeout(Duration::from_secs(20))
         .open("r")
         .expect("opener should wait out the creator");
-    assert_eq!(seg.layout().capacity, 1024);
+    assert_eq!(
+        seg.layout().capacity,
+        1024 * 64,
+        "default: 1024 slots of 64 bytes"
+    );
     assert!(creator.wait_within(Duration::from_secs(20)).success());
     drop(seg);
     // `shmring create` makes persistent rings.
