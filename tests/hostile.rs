@@ -1,0 +1,293 @@
+//! A hostile peer scribbles over shared state while a victim process uses the
+//! ring. The victim must end with `Corrupted`, `Disconnected` or its own
+//! timeout: never a crash (signal), a panic, or a hang past its bound.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
+use shmring::spsc::{self, Consumer, Producer, TryPopError};
+use shmring::{Layout, Segment, SegmentOptions};
+
+/// How long a victim runs before it reports "timeout" (its own bound).
+const VICTIM_SECS: u64 = 1;
+
+fn open(dir: &str, name: &str) -> Arc<Segment> {
+    Arc::new(
+        SegmentOptions::new()
+            .dir(dir)
+            .timeout(Duration::from_secs(20))
+            .open(name)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn victim_child() {
+    let Some(role) = child_role() else { return };
+    let dir = env_str("H_DIR");
+    let name = env_str("H_NAME");
+    let deadline = Instant::now() + Duration::from_secs(VICTIM_SECS);
+    let mut out = Vec::new();
+    let mut got = 0u64;
+    let verdict: String = loop {
+        if Instant::now() >= deadline {
+            break "timeout".into();
+        }
+        match role.as_str() {
+            "typed-consumer" => {
+                thread_local! { static RX: std::cell::RefCell<Option<Consumer<u64>>> = const { std::cell::RefCell::new(None) }; }
+                let r = RX.with(|rx| {
+                    let mut rx = rx.borrow_mut();
+                    let rx = rx.get_or_insert_with(|| {
+                        let c = Consumer::<u64>::attach(open(&dir, &name)).unwrap();
+                        println!("ready");
+                        c
+                    });
+                    let mut buf = [0u64; 7];
+                    match got % 3 {
+                        0 => rx.try_pop().map(|_| 1),
+                        1 => rx.pop_into(&mut buf),
+                        _ => rx.read_chunk(5).map(|c| {
+                            let n = c.as_slice().iter().count();
+                            c.release(n);
+                            n
+                        }),
+                    }
+                });
+                match r {
+                    Ok(n) => got += n as u64,
+                    Err(TryPopError::Empty) => std::thread::yield_now(),
+                    Err(TryPopError::Disconnected) => break "disconnected".into(),
+                    Err(TryPopError::Corrupted(w)) => break format!("corrupted: {w}"),
+                }
+            }
+            "frame-consumer" => {
+                thread_local! { static RX: std::cell::RefCell<Option<FrameConsumer>> = const { std::cell::RefCell::new(None) }; }
+                let r = RX.with(|rx| {
+                    let mut rx = rx.borrow_mut();
+                    let rx = rx.get_or_insert_with(|| {
+                        let c = FrameConsumer::attach(open(&dir, &name)).unwrap();
+                        println!("ready");
+                        c
+                    });
+                    rx.try_recv(&mut out)
+                });
+                match r {
+                    Ok(()) => got += 1,
+                    Err(TryPopError::Empty) => std::thread::yield_now(),
+                    Err(TryPopError::Disconnected) => break "disconnected".into(),
+                    Err(TryPopError::Corrupted(w)) => break format!("corrupted: {w}"),
+                }
+            }
+            "frame-producer" => {
+                thread_local! { static TX: std::cell::RefCell<Option<FrameProducer>> = const { std::cell::RefCell::new(None) }; }
+                let r = TX.with(|tx| {
+                    let mut tx = tx.borrow_mut();
+                    let tx = tx.get_or_insert_with(|| {
+                        let p = FrameProducer::attach(open(&dir, &name)).unwrap();
+                        println!("ready");
+                        p
+                    });
+                    tx.try_send(&[7u8; 100])
+                });
+                match r {
+                    Ok(()) => got += 1,
+                    Err(ReserveError::Full) => std::thread::yield_now(),
+                    Err(ReserveError::Disconnected) => break "disconnected".into(),
+                    Err(ReserveError::Corrupted(w)) => break format!("corrupted: {w}"),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            other => panic!("unknown role {other}"),
+        }
+    };
+    println!("verdict {verdict} after {got}");
+    std::process::exit(0);
+}
+
+/// The words a hostile peer writes to, as (description, offset).
+fn targets(l: &Layout) -> Vec<(String, u64)> {
+    let mut t = vec![
+        ("tail".to_string(), l.control_offset),
+        ("frames produced".to_string(), l.control_offset + 8),
+        ("head".to_string(), l.control_offset + 128),
+        ("frames consumed".to_string(), l.control_offset + 136),
+        ("producer role record".to_string(), l.roles_offset),
+        ("consumer role record".to_string(), l.roles_offset + 64),
+        ("header magic".to_string(), 0),
+        ("header capacity".to_string(), 32),
+        ("header live state".to_string(), 256),
+    ];
+    for i in 0..4 {
+        let off = l.data_offset + (l.data_size / 4) * i;
+        t.push((format!("data word {i}"), off & !7));
+    }
+    t
+}
+
+fn values(current: u64) -> [u64; 5] {
+    [
+        rand::random(),
+        u64::MAX,
+        0,
+        current.wrapping_sub(1000),
+        current.wrapping_add(rand::random_range(1..1_000_000)),
+    ]
+}
+
+/// Runs `victim` against a ring while this process plays `peer` and
+/// scribbles `value_index` values into `target`.
+fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> String {
+    let dir = TestDir::new("hostile");
+    let layout = match kind {
+        "typed" => spsc::layout::<u64>(64).unwrap(),
+        _ => frames::layout(4096).unwrap(),
+    };
+    let type_id = if kind == "typed" { spsc::type_id::<u64>() } else { 0 };
+    let seg = Arc::new(
+        SegmentOptions::new()
+            .dir(&dir.path)
+            .create("r", &layout, type_id)
+            .unwrap(),
+    );
+    let mut child = ChildGuard(Some(
+        spawn_self(
+            "victim_child",
+            victim,
+            &[
+                ("H_DIR", dir.path.display().to_string()),
+                ("H_NAME", "r".to_string()),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    ));
+    let stdout = child.child().stdout.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        while !line.starts_with("ready") {
+            line.clear();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "victim died early");
+        }
+    }
+    // Our own side of the ring, running beside the scribbling.
+    enum Peer {
+        Typed(Producer<u64>),
+        Frames(FrameProducer),
+        FrameRx(FrameConsumer),
+    }
+    let mut peer = match victim {
+        "typed-consumer" => Peer::Typed(Producer::attach(seg.clone()).unwrap()),
+        "frame-consumer" => Peer::Frames(FrameProducer::attach(seg.clone()).unwrap()),
+        _ => Peer::FrameRx(FrameConsumer::attach(seg.clone()).unwrap()),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.file("r"))
+        .unwrap();
+    // SAFETY (test): the hostile peer writes only through atomics to
+    // 8-aligned offsets inside the file.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
+    let (what, offset) = targets(&layout)[target_index].clone();
+    // SAFETY (test): offset is 8-aligned and inside the mapping.
+    let word = unsafe { &*map.as_ptr().add(offset as usize).cast::<AtomicU64>() };
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut buf = Vec::new();
+    while child.0.as_mut().unwrap().try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(VICTIM_SECS + 20),
+            "victim hung ({what})"
+        );
+        // Keep traffic flowing (our own errors are fine: we are the hostile one).
+        match &mut peer {
+            Peer::Typed(tx) => {
+                let _ = tx.try_push(n);
+            }
+            Peer::Frames(tx) => {
+                let _ = tx.try_send(&n.to_le_bytes());
+            }
+            Peer::FrameRx(rx) => {
+                let _ = rx.try_recv(&mut buf);
+            }
+        }
+        n += 1;
+        if n % 64 == 0 {
+            let v = values(word.load(Ordering::Relaxed))[value_index];
+            word.store(v, Ordering::Relaxed);
+        }
+        if n % 1024 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    let status = child.wait_within(Duration::from_secs(5));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(
+        status.success(),
+        "victim {victim} crashed ({status:?}) while {what} was scribbled: {rest}"
+    );
+    assert!(rest.contains("verdict"), "no verdict: {rest}");
+    drop(peer);
+    drop(map);
+    drop(seg);
+    dir.finish();
+    format!("{victim} / {what} / value {value_index}: {}", rest.trim())
+}
+
+fn run_all(kind: &str, victim: &str) {
+    let layout = if kind == "typed" {
+        spsc::layout::<u64>(64).unwrap()
+    } else {
+        frames::layout(4096).unwrap()
+    };
+    let mut corrupted = 0;
+    // Every target once, each with one kind of value, rotating so that
+    // every kind (random, all-ones, zero, stale, ahead) hits the indices.
+    let kinds = values(0).len();
+    for t in 0..targets(&layout).len() {
+        for v in [t % kinds, (t + 2) % kinds] {
+            let line = attack(kind, victim, t, v);
+            if line.contains("corrupted") {
+                corrupted += 1;
+            }
+            eprintln!("{line}");
+        }
+    }
+    // Scribbling the indices must be caught at least sometimes.
+    assert!(corrupted > 0, "no attack was ever reported as corruption");
+}
+
+#[test]
+fn hostile_peer_vs_typed_consumer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("typed", "typed-consumer");
+}
+
+#[test]
+fn hostile_peer_vs_frame_consumer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("frames", "frame-consumer");
+}
+
+#[test]
+fn hostile_peer_vs_frame_producer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("frames", "frame-producer");
+}
