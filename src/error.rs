@@ -205,7 +205,7 @@ fn describe_pids(pids: &[i32]) -> String {
 
 impl Error {
     /// Builds an [`Error::Io`] for `call` on `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, call: &'static str, source: io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, call: &'static str, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
             call,

@@ -149,7 +149,11 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
         "typed" => spsc::layout::<u64>(64).unwrap(),
         _ => frames::layout(4096).unwrap(),
     };
-    let type_id = if kind == "typed" { spsc::type_id::<u64>() } else { 0 };
+    let type_id = if kind == "typed" {
+        spsc::type_id::<u64>()
+    } else {
+        0
+    };
     let seg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.path)
@@ -176,7 +180,10 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
         let mut line = String::new();
         while !line.starts_with("ready") {
             line.clear();
-            assert!(reader.read_line(&mut line).unwrap() > 0, "victim died early");
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "victim died early"
+            );
         }
     }
     // Our own side of the ring, running beside the scribbling.

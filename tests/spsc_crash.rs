@@ -19,7 +19,10 @@ type Msg = [u64; 8];
 fn msg(seq: u64) -> Msg {
     let mut m = [0u64; 8];
     for (i, w) in m.iter_mut().enumerate() {
-        *w = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(i as u32 * 7) ^ i as u64;
+        *w = seq
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(i as u32 * 7)
+            ^ i as u64;
     }
     m[0] = seq;
     m
@@ -119,7 +122,11 @@ fn producer_killed_50_times_loses_nothing_committed_and_tears_nothing() {
     let dir = TestDir::new("prodkill");
     let seg = SegmentOptions::new()
         .dir(&dir.path)
-        .create("r", &spsc::layout::<Msg>(64).unwrap(), spsc::type_id::<Msg>())
+        .create(
+            "r",
+            &spsc::layout::<Msg>(64).unwrap(),
+            spsc::type_id::<Msg>(),
+        )
         .unwrap();
     let mut rx = Consumer::<Msg>::attach(Arc::new(seg)).unwrap();
     let mut expect = 0u64;
@@ -182,7 +189,11 @@ fn consumer_of_a_persistent_ring_killed_and_restarted_loses_and_repeats_nothing(
         SegmentOptions::new()
             .dir(&dir.path)
             .persistent(true)
-            .create("r", &spsc::layout::<u64>(64).unwrap(), spsc::type_id::<u64>())
+            .create(
+                "r",
+                &spsc::layout::<u64>(64).unwrap(),
+                spsc::type_id::<u64>(),
+            )
             .unwrap(),
     );
     let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();

@@ -8,6 +8,7 @@ use serde::Serialize;
 use shmring::segment::{self, Inspection};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
+mod bench;
 mod io;
 
 /// Exit code for a bounded wait that ran out.
@@ -141,6 +142,9 @@ enum Command {
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
     },
+    /// Measure round trips and throughput against the hardware limit, pipes
+    /// and Unix sockets, in one run.
+    Bench(bench::BenchArgs),
     /// Remove stale rings (nobody attached; never initialized or not persistent).
     Gc {
         /// Only say what would be removed.
@@ -191,6 +195,7 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
 fn dispatch(cli: Cli) -> Result<(), Error> {
     let dir = cli.dir;
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Send {
             name,
             create,

@@ -108,23 +108,42 @@ impl ChildGuard {
         }
     }
 
-    /// Waits up to `limit` and returns the output.
+    /// Waits up to `limit` and returns the output. Pipes are drained while
+    /// waiting, so a child that writes a lot never blocks on a full pipe.
     pub fn output_within(mut self, limit: Duration) -> std::process::Output {
+        use std::io::Read;
+        fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        }
         let deadline = Instant::now() + limit;
         let mut child = self.0.take().expect("child present");
-        loop {
-            if child.try_wait().expect("try_wait").is_some() {
-                return child.wait_with_output().expect("output");
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
+                let _ = child.wait();
+                let err = err.join().unwrap_or_default();
                 panic!(
                     "child did not finish within {limit:?} (killed); stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&err)
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
+        };
+        std::process::Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
         }
     }
 }

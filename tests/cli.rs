@@ -1,0 +1,196 @@
+//! The `shmring` binary: send/recv between processes, exit codes, bench.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn recv(dir: &TestDir, args: &[&str]) -> ChildGuard {
+    ChildGuard(Some(
+        shmring_bin()
+            .arg("--dir")
+            .arg(&dir.path)
+            .arg("recv")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// Starts `shmring send` and feeds it `lines` from a thread.
+fn send(dir: &TestDir, args: &[&str], lines: u64) -> (ChildGuard, std::thread::JoinHandle<()>) {
+    let mut child = shmring_bin()
+        .arg("--dir")
+        .arg(&dir.path)
+        .arg("send")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(&mut stdin);
+        for i in 1..=lines {
+            if writeln!(w, "{i}").is_err() {
+                return;
+            }
+        }
+    });
+    (ChildGuard(Some(child)), feeder)
+}
+
+fn check_lines(out: &[u8], n: u64) {
+    let text = std::str::from_utf8(out).unwrap();
+    let mut count = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(line, (i as u64 + 1).to_string(), "line {i}");
+        count += 1;
+    }
+    assert_eq!(count, n);
+}
+
+#[test]
+fn a_million_lines_in_order_receiver_first() {
+    let dir = TestDir::new("recvfirst");
+    let n = 1_000_000;
+    let rx = recv(
+        &dir,
+        &[
+            "r",
+            "--create",
+            "--capacity",
+            "64",
+            "--count",
+            &n.to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let (mut tx, feeder) = send(&dir, &["r", "--create", "--capacity", "64"], n);
+    let out = rx.output_within(Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    feeder.join().unwrap();
+    assert!(tx.wait_within(Duration::from_secs(30)).success());
+    check_lines(&out.stdout, n);
+    dir.finish();
+}
+
+#[test]
+fn a_million_lines_in_order_sender_first() {
+    let dir = TestDir::new("sendfirst");
+    let n = 1_000_000;
+    let (mut tx, feeder) = send(&dir, &["r", "--create", "--capacity", "64"], n);
+    std::thread::sleep(Duration::from_millis(100));
+    let rx = recv(
+        &dir,
+        &[
+            "r",
+            "--create",
+            "--capacity",
+            "64",
+            "--count",
+            &n.to_string(),
+        ],
+    );
+    let out = rx.output_within(Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    feeder.join().unwrap();
+    assert!(tx.wait_within(Duration::from_secs(30)).success());
+    check_lines(&out.stdout, n);
+    dir.finish();
+}
+
+#[test]
+fn recv_exits_0_once_the_producer_left_and_the_ring_is_drained() {
+    let dir = TestDir::new("drain");
+    let rx = recv(&dir, &["r", "--create"]);
+    let (mut tx, feeder) = send(&dir, &["r", "--create"], 1000);
+    feeder.join().unwrap();
+    let out = rx.output_within(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tx.wait_within(Duration::from_secs(30)).success());
+    check_lines(&out.stdout, 1000);
+    dir.finish();
+}
+
+#[test]
+fn recv_times_out_with_exit_3() {
+    let dir = TestDir::new("timeout");
+    let out =
+        recv(&dir, &["r", "--create", "--timeout", "200"]).output_within(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("shmring: error:") && err.contains("timed out"),
+        "{err}"
+    );
+    dir.finish();
+}
+
+#[test]
+fn recv_without_create_on_a_missing_ring_is_exit_1() {
+    let dir = TestDir::new("missing");
+    let out = recv(&dir, &["nope"]).output_within(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such ring"));
+    dir.finish();
+}
+
+#[test]
+fn bench_json_has_the_documented_keys_and_leaves_nothing() {
+    let child = shmring_bin()
+        .args(["bench", "--duration", "0.05", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["atomic_limit", "shmring_spin", "pipe", "unix_socket"] {
+        for q in ["p50", "p99", "p999"] {
+            assert!(v["rtt_ns"][k][q].as_f64().unwrap() > 0.0, "{k}.{q}");
+        }
+    }
+    for k in [
+        "shmring_spsc_u64",
+        "shmring_spsc_u64_batched",
+        "shmring_frames_4k",
+        "pipe_4k",
+        "unix_socket_4k",
+    ] {
+        assert!(v["throughput_msgs_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(v["memcpy_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["cores"].as_u64().unwrap() >= 1);
+    let prefix = format!("shmring-bench-{pid}");
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "bench left {left:?}");
+}
