@@ -218,7 +218,7 @@ const _: () = {
     assert!(align_of::<Live>() == LINE);
     assert!(offset_of!(Live, state) == 0);
     assert!(offset_of!(Live, removed) == 4);
-    assert!(LIVE_OFFSET % LINE == 0);
+    assert!(LIVE_OFFSET.is_multiple_of(LINE));
     assert!(LIVE_OFFSET + LINE <= HEADER_SIZE);
     assert!(HEADER_SIZE <= PAGE);
 };

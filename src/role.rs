@@ -80,7 +80,7 @@ impl Side {
             ROLE_NEVER => false,
             _ => {
                 self.idle_polls = self.idle_polls.wrapping_add(1);
-                if self.idle_polls % LOCK_CHECK_EVERY != 0 {
+                if !self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY) {
                     return false;
                 }
                 !self.seg.role_alive(self.peer)

@@ -229,11 +229,11 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
             }
         }
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             let v = values(word.load(Ordering::Relaxed))[value_index];
             word.store(v, Ordering::Relaxed);
         }
-        if n % 1024 == 0 {
+        if n.is_multiple_of(1024) {
             std::thread::yield_now();
         }
     }

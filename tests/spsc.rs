@@ -75,7 +75,7 @@ fn spsc_child() {
             while next < count {
                 round += 1;
                 let want = ((round % 37) + 1).min(count - next) as usize;
-                if round % 2 == 0 {
+                if round.is_multiple_of(2) {
                     let vals: Vec<u64> = (next..next + want as u64).collect();
                     match tx.push_slice(&vals) {
                         Ok(n) => next += n as u64,
@@ -221,7 +221,7 @@ fn batched_and_zero_copy_cross_process() {
     let mut round = 0u64;
     loop {
         round += 1;
-        let step = if round % 2 == 0 {
+        let step = if round.is_multiple_of(2) {
             rx.pop_into(&mut buf[..(round % 23 + 1) as usize]).map(|k| {
                 for &v in &buf[..k] {
                     assert_eq!(v, expect);
@@ -266,7 +266,7 @@ fn one_million_random_frames_cross_process() {
         .unwrap();
     let mut rx = FrameConsumer::attach(Arc::new(seg)).unwrap();
     let n = 1_000_000u64;
-    let mut child = spawn("frames", &dir, "r", n);
+    let child = spawn("frames", &dir, "r", n);
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut expect = Vec::new();
     let mut hash = 0xcbf2_9ce4_8422_2325u64;

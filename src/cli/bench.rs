@@ -129,7 +129,7 @@ fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Percentiles {
         one(i);
         samples.push(t.elapsed().as_nanos() as u64);
         i += 1;
-        if i % 1024 == 0 && Instant::now() >= end {
+        if i.is_multiple_of(1024) && Instant::now() >= end {
             break;
         }
     }
@@ -448,7 +448,7 @@ fn count_for(dur: Duration, mut step: impl FnMut(&mut u32) -> bool) -> f64 {
             count += 1;
             spins = 0;
         }
-        if count % 256 == 0 && start.elapsed() >= dur {
+        if count.is_multiple_of(256) && start.elapsed() >= dur {
             break;
         }
     }
@@ -597,7 +597,7 @@ pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
 }
 
 fn size_tag(size: usize) -> String {
-    if size % 1024 == 0 {
+    if size.is_multiple_of(1024) {
         format!("{}k", size / 1024)
     } else {
         format!("{size}b")
