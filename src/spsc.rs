@@ -199,6 +199,27 @@ impl RawRing {
         self.capacity
     }
 
+    /// The 8-byte word at byte position `pos` (8-aligned) of a byte ring:
+    /// frame headers are read and written only through it.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn word(&self, pos: u64) -> &AtomicU64 {
+        let offset = (pos & (self.capacity - 1) & !7) as usize;
+        // SAFETY: offset + 8 <= capacity (a multiple of 8) bytes of the data
+        // area; the data area is 128-byte aligned, so the word is aligned.
+        unsafe { &*self.data.add(offset).cast::<AtomicU64>() }
+    }
+
+    /// Under loom the byte area is modelled as an array of atomics, one per
+    /// 8 bytes; `data` points at its first element.
+    #[cfg(loom)]
+    #[inline]
+    pub(crate) fn word(&self, pos: u64) -> &AtomicU64 {
+        let index = ((pos & (self.capacity - 1)) / 8) as usize;
+        // SAFETY: the loom model allocates capacity / 8 atomics at `data`.
+        unsafe { &*self.data.cast::<AtomicU64>().add(index) }
+    }
+
     /// Producer line, second word: messages published (frame rings; for
     /// `stat`). Written only by the producer.
     pub(crate) fn produced(&self) -> &AtomicU64 {
