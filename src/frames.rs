@@ -40,8 +40,12 @@ use crate::error::{Error, Result};
 use crate::header::{Kind, Layout};
 use crate::role::{CONSUMER, PRODUCER, Side};
 use crate::segment::Segment;
-use crate::spsc::{ConsumerCursor, ProducerCursor, RawRing, TryPopError, TryPushError, full_error};
+use crate::spsc::{
+    ConsumerCursor, PopError, ProducerCursor, RawRing, TryPopError, TryPushError, full_error,
+    pop_poll,
+};
 use crate::sync::atomic::Ordering;
+use crate::wait::{self, Poll, WaitStrategy};
 
 /// Tag of a frame header ("FRM1").
 pub const TAG_FRAME: u32 = u32::from_le_bytes(*b"FRM1");
@@ -94,6 +98,8 @@ pub enum ReserveError {
     },
     /// The consumer's index is out of range.
     Corrupted(String),
+    /// No room appeared within the timeout (blocking calls only).
+    Timeout,
 }
 
 impl std::fmt::Display for ReserveError {
@@ -106,6 +112,7 @@ impl std::fmt::Display for ReserveError {
                 "a {len}-byte frame can never fit: this ring takes frames up to {max} bytes; create it with a larger capacity"
             ),
             ReserveError::Corrupted(w) => write!(f, "corrupted ring: {w}"),
+            ReserveError::Timeout => f.write_str("timed out waiting for space"),
         }
     }
 }
@@ -212,6 +219,7 @@ pub struct FrameProducer {
     side: Side,
     persistent: bool,
     frames: u64,
+    strategy: WaitStrategy,
 }
 
 impl FrameProducer {
@@ -231,6 +239,7 @@ impl FrameProducer {
             side,
             persistent,
             frames,
+            strategy: WaitStrategy::default(),
         })
     }
 
@@ -269,6 +278,74 @@ impl FrameProducer {
             start,
             len,
         })
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Reserves a frame of `len` bytes, waiting at most `timeout` (`None`:
+    /// no limit) for room. A consumer that dies meanwhile is noticed within
+    /// [`crate::wait::PEER_CHECK_INTERVAL`].
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Option<std::time::Duration>,
+    ) -> std::result::Result<FrameGrant<'_>, ReserveError> {
+        let max = max_payload(self.ring.capacity());
+        if len as u64 > max {
+            return Err(ReserveError::TooLarge {
+                len,
+                max: max as usize,
+            });
+        }
+        let (ring, cursor, side, persistent) = (
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+        );
+        let outcome =
+            wait::block_on(
+                ring.space_wait(),
+                self.strategy,
+                timeout,
+                |check_peer| match reserve_at(ring, cursor, len as u64) {
+                    Ok(Some(start)) => Poll::Ready(Ok(start)),
+                    Ok(None) => {
+                        let gone = if check_peer {
+                            side.peer_gone_now()
+                        } else {
+                            side.peer_gone()
+                        };
+                        if !persistent && gone {
+                            Poll::Ready(Err(ReserveError::Disconnected))
+                        } else {
+                            Poll::Pending
+                        }
+                    }
+                    Err(w) => Poll::Ready(Err(ReserveError::Corrupted(w))),
+                },
+            );
+        let start = outcome.unwrap_or(Err(ReserveError::Timeout))?;
+        Ok(FrameGrant {
+            producer: self,
+            start,
+            len,
+        })
+    }
+
+    /// Copies `payload` into one frame, waiting at most `timeout` for room.
+    pub fn send_timeout(
+        &mut self,
+        payload: &[u8],
+        timeout: Option<std::time::Duration>,
+    ) -> std::result::Result<(), ReserveError> {
+        let mut grant = self.reserve_timeout(payload.len(), timeout)?;
+        grant.copy_from_slice(payload);
+        grant.commit();
+        Ok(())
     }
 
     /// Copies `payload` into one frame. Convenience over `reserve`/`commit`.
@@ -341,6 +418,7 @@ pub struct FrameConsumer {
     cursor: ConsumerCursor,
     side: Side,
     frames: u64,
+    strategy: WaitStrategy,
 }
 
 impl FrameConsumer {
@@ -357,6 +435,7 @@ impl FrameConsumer {
             cursor,
             side,
             frames,
+            strategy: WaitStrategy::default(),
         })
     }
 
@@ -370,6 +449,32 @@ impl FrameConsumer {
     /// be read again.
     pub fn read(&mut self) -> std::result::Result<Frame<'_>, TryPopError> {
         let (len, size) = next_frame(&self.ring, &mut self.cursor, || self.side.peer_gone())?;
+        Ok(Frame {
+            consumer: self,
+            len: len as usize,
+            size,
+        })
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The next frame, waiting at most `timeout` (`None`: no limit). A
+    /// producer that detaches is noticed at once, one that dies within
+    /// [`crate::wait::PEER_CHECK_INTERVAL`].
+    pub fn read_timeout(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+    ) -> std::result::Result<Frame<'_>, PopError> {
+        let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
+        let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
+            pop_poll(check_peer, side, |side| {
+                next_frame(ring, cursor, || side.peer_gone())
+            })
+        });
+        let (len, size) = outcome.unwrap_or(Err(PopError::Timeout))?;
         Ok(Frame {
             consumer: self,
             len: len as usize,
@@ -453,6 +558,8 @@ mod loom_models {
         tail: [AtomicU64; 2],
         head: [AtomicU64; 2],
         words: [AtomicU64; (CAP / 8) as usize],
+        waits: [crate::wait::WaitLine; 2],
+        waiters: [crate::sync::atomic::AtomicU32; 2],
     }
 
     impl Mem {
@@ -461,6 +568,8 @@ mod loom_models {
                 tail: std::array::from_fn(|_| AtomicU64::new(0)),
                 head: std::array::from_fn(|_| AtomicU64::new(0)),
                 words: std::array::from_fn(|_| AtomicU64::new(0)),
+                waits: std::array::from_fn(|_| crate::wait::tests_support::wait_line()),
+                waiters: std::array::from_fn(|_| crate::sync::atomic::AtomicU32::new(0)),
             }
         }
 
@@ -474,6 +583,8 @@ mod loom_models {
                     self.words.as_ptr() as *mut u8,
                     CAP,
                     1,
+                    self.waits.as_ptr(),
+                    self.waiters.as_ptr(),
                 )
             }
         }

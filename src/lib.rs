@@ -35,6 +35,7 @@ mod role;
 pub mod segment;
 pub mod spsc;
 mod sync;
+pub mod wait;
 
 pub use error::{Error, Result};
 pub use header::{Kind, Layout};

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use crate::error::Result;
 use crate::header::{ROLE_ATTACHED, ROLE_DETACHED, ROLE_NEVER};
 use crate::segment::Segment;
+use crate::spsc::RawRing;
 
 /// Index of the producer role on single-producer rings.
 pub(crate) const PRODUCER: u32 = 0;
@@ -41,6 +42,9 @@ pub(crate) struct Side {
 impl Side {
     /// Takes role `me` on `seg`; `peer` is the role whose liveness matters.
     pub(crate) fn attach(seg: Arc<Segment>, me: u32, peer: u32) -> Result<Side> {
+        // Every process with a ring side registers for the asymmetric
+        // barrier that makes publishing fence-free (see `wait`).
+        crate::wait::barrier::init();
         seg.lock_role(me, role_name(me))?;
         if let Some(rec) = seg.role_record(me) {
             rec.pid.store(std::process::id(), Ordering::Relaxed);
@@ -88,6 +92,20 @@ impl Side {
         }
     }
 
+    /// Has the peer gone, checking its lock now (one system call) rather
+    /// than on the counter's schedule? `false` while it never attached.
+    pub(crate) fn peer_gone_now(&self) -> bool {
+        let Some(rec) = self.seg.role_record(self.peer) else {
+            return false;
+        };
+        // Acquire: as in `peer_gone`.
+        match rec.state.load(Ordering::Acquire) {
+            ROLE_DETACHED => true,
+            ROLE_NEVER => false,
+            _ => !self.seg.role_alive(self.peer),
+        }
+    }
+
     /// Checks the peer's lock now (one system call), whatever the counters.
     pub(crate) fn peer_alive_now(&self) -> bool {
         match self.seg.role_record(self.peer) {
@@ -103,6 +121,12 @@ impl Drop for Side {
             // Release: everything this side published happens-before a peer
             // that observes DETACHED with acquire.
             rec.state.store(ROLE_DETACHED, Ordering::Release);
+        }
+        // Wake a peer asleep in a blocking call, so it sees DETACHED now
+        // rather than at its next periodic check.
+        if let Ok(ring) = RawRing::new(&self.seg) {
+            ring.data_wait().notify();
+            ring.space_wait().notify();
         }
         self.seg.unlock_role(self.me);
     }

@@ -40,7 +40,9 @@ use crate::error::{Error, Result};
 use crate::header::{Kind, LINE, Layout, derive_type_id};
 use crate::role::{CONSUMER, PRODUCER, Side};
 use crate::segment::Segment;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{self, Event, Poll, WaitCounters, WaitLine, WaitStrategy};
+use std::time::Duration;
 
 /// The layout of an SPSC ring of `capacity` messages of type `T`.
 pub fn layout<T: Pod>(capacity: u64) -> Result<Layout> {
@@ -116,6 +118,75 @@ impl std::fmt::Display for TryPopError {
 
 impl std::error::Error for TryPopError {}
 
+/// Why a blocking push failed; the value comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The ring stayed full for the whole timeout.
+    Timeout(T),
+    /// The consumer of a non-persistent ring is gone.
+    Disconnected(T),
+    /// The consumer's index is out of range.
+    Corrupted(T, String),
+}
+
+impl<T> std::fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Timeout(_) => f.write_str("timed out waiting for space"),
+            PushError::Disconnected(_) => f.write_str("the consumer is gone"),
+            PushError::Corrupted(_, what) => write!(f, "corrupted ring: {what}"),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for PushError<T> {}
+
+/// Why a blocking pop (or frame read) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PopError {
+    /// Nothing arrived within the timeout.
+    Timeout,
+    /// The producer is gone and everything it published was taken.
+    Disconnected,
+    /// The producer's index or a frame is out of range.
+    Corrupted(String),
+}
+
+impl std::fmt::Display for PopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PopError::Timeout => f.write_str("timed out waiting for a message"),
+            PopError::Disconnected => f.write_str("the producer is gone and the ring is drained"),
+            PopError::Corrupted(what) => write!(f, "corrupted ring: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for PopError {}
+
+/// Turns a non-blocking pop result into a wait-loop poll: `Empty` is
+/// pending, unless `check_peer` finds the producer gone, in which case one
+/// more try decides between a last message and `Disconnected`.
+pub(crate) fn pop_poll<R>(
+    check_peer: bool,
+    side: &mut Side,
+    mut attempt: impl FnMut(&mut Side) -> std::result::Result<R, TryPopError>,
+) -> Poll<std::result::Result<R, PopError>> {
+    let settle = |r: std::result::Result<R, TryPopError>| match r {
+        Ok(v) => Poll::Ready(Ok(v)),
+        Err(TryPopError::Empty) => Poll::Pending,
+        Err(TryPopError::Disconnected) => Poll::Ready(Err(PopError::Disconnected)),
+        Err(TryPopError::Corrupted(w)) => Poll::Ready(Err(PopError::Corrupted(w))),
+    };
+    match settle(attempt(side)) {
+        Poll::Pending if check_peer && side.peer_gone_now() => match settle(attempt(side)) {
+            Poll::Pending => Poll::Ready(Err(PopError::Disconnected)),
+            ready => ready,
+        },
+        other => other,
+    }
+}
+
 /// The two shared indices and the data area, as raw pointers into memory
 /// that outlives this struct (the owner keeps the `Arc<Segment>`).
 ///
@@ -132,6 +203,12 @@ pub(crate) struct RawRing {
     capacity: u64,
     /// Bytes per slot.
     stride: usize,
+    /// Control line 2: sleepers waiting for data; line 3: for space.
+    waits: *const WaitLine,
+    /// Sleepers waiting for data: on the producer line (third word).
+    data_waiters: *const AtomicU32,
+    /// Sleepers waiting for space: on the consumer line (third word).
+    space_waiters: *const AtomicU32,
 }
 
 // SAFETY: the pointers refer to shared memory accessed only through atomics
@@ -156,7 +233,44 @@ impl RawRing {
             data,
             capacity: l.capacity,
             stride: l.slot_stride as usize,
+            // SAFETY: control spans 4 * LINE bytes; lines 2 and 3 are the
+            // wait lines, 128-byte aligned like the control region.
+            waits: unsafe { control.add(2 * LINE) }.cast::<WaitLine>(),
+            // SAFETY: offset 16 of the producer and consumer lines, inside
+            // the control region and 4-byte aligned.
+            data_waiters: unsafe { control.add(16) }.cast::<AtomicU32>(),
+            // SAFETY: as above.
+            space_waiters: unsafe { control.add(LINE + 16) }.cast::<AtomicU32>(),
         })
+    }
+
+    /// Sleepers waiting for data (woken by the producer).
+    #[inline]
+    pub(crate) fn data_wait(&self) -> Event<'_> {
+        // SAFETY: in bounds and aligned (checked in `new`); atomics only.
+        unsafe {
+            Event {
+                line: &*self.waits,
+                waiters: &*self.data_waiters,
+            }
+        }
+    }
+
+    /// Both directions' wait counters.
+    pub(crate) fn wait_counters(&self) -> (WaitCounters, WaitCounters) {
+        (self.data_wait().counters(), self.space_wait().counters())
+    }
+
+    /// Sleepers waiting for space (woken by the consumer).
+    #[inline]
+    pub(crate) fn space_wait(&self) -> Event<'_> {
+        // SAFETY: as for `data_wait`; the second of the two wait lines.
+        unsafe {
+            Event {
+                line: &*self.waits.add(1),
+                waiters: &*self.space_waiters,
+            }
+        }
     }
 
     /// A ring over caller-provided memory (loom models, unit tests).
@@ -171,6 +285,8 @@ impl RawRing {
         data: *mut u8,
         capacity: u64,
         stride: usize,
+        waits: *const WaitLine,
+        waiters: *const AtomicU32,
     ) -> RawRing {
         RawRing {
             tail,
@@ -178,6 +294,10 @@ impl RawRing {
             data,
             capacity,
             stride,
+            waits,
+            data_waiters: waiters,
+            // SAFETY: the caller provides two waiter counts.
+            space_waiters: unsafe { waiters.add(1) },
         }
     }
 
@@ -306,6 +426,7 @@ impl ProducerCursor {
         // Release: the writes into the published units happen-before any
         // consumer load (acquire) that observes the new tail.
         ring.tail().store(self.tail, Ordering::Release);
+        ring.data_wait().notify();
     }
 }
 
@@ -379,6 +500,7 @@ impl ConsumerCursor {
         // Release: our reads of the units happen-before the producer's
         // acquire load that observes the new head (and its reuse of them).
         ring.head().store(self.head, Ordering::Release);
+        ring.space_wait().notify();
     }
 }
 
@@ -421,7 +543,51 @@ pub struct Producer<T: Pod> {
     cursor: ProducerCursor,
     side: Side,
     persistent: bool,
+    strategy: WaitStrategy,
     _marker: PhantomData<T>,
+}
+
+/// One non-blocking push, on the producer's parts (so a wait loop can
+/// borrow the ring and the cursor separately).
+#[inline]
+fn push_one<T: Pod>(
+    ring: &RawRing,
+    cursor: &mut ProducerCursor,
+    side: &mut Side,
+    persistent: bool,
+    value: T,
+) -> std::result::Result<(), TryPushError<T>> {
+    match cursor.free(ring, 1) {
+        Ok(0) => return Err(full_error(side, persistent, value)),
+        Ok(_) => {}
+        Err(what) => return Err(TryPushError::Corrupted(value, what)),
+    }
+    // SAFETY: the slot is inside the data area (masked position); it is
+    // free (tail - head < capacity, head read with acquire), so the consumer
+    // does not read it until we publish; slots are aligned for T
+    // (data_offset is aligned to max(128, align_of T), stride is a multiple
+    // of align_of T).
+    unsafe { ring.slot(cursor.tail).cast::<T>().write(value) };
+    cursor.publish(ring, 1);
+    side.active();
+    Ok(())
+}
+
+/// One non-blocking pop, on the consumer's parts.
+#[inline]
+fn pop_one<T: Pod>(
+    ring: &RawRing,
+    cursor: &mut ConsumerCursor,
+    side: &mut Side,
+) -> std::result::Result<T, TryPopError> {
+    cursor.available(ring, || side.peer_gone(), 1)?;
+    // SAFETY: the slot is in bounds (masked), aligned for T, and published
+    // (head < tail, tail read with acquire); T is Pod so any bytes are a
+    // valid T. `read` copies it out before we release it.
+    let v = unsafe { ring.slot(cursor.head).cast::<T>().read() };
+    cursor.release(ring, 1);
+    side.active();
+    Ok(v)
 }
 
 /// What full means for a producer: `Disconnected` once the consumer of a
@@ -454,6 +620,7 @@ impl<T: Pod> Producer<T> {
             cursor,
             side,
             persistent,
+            strategy: WaitStrategy::default(),
             _marker: PhantomData,
         })
     }
@@ -472,19 +639,63 @@ impl<T: Pod> Producer<T> {
     /// Pushes one message, or gives it back if the ring is full.
     #[inline]
     pub fn try_push(&mut self, value: T) -> std::result::Result<(), TryPushError<T>> {
-        match self.cursor.free(&self.ring, 1) {
-            Ok(0) => return Err(full_error(&mut self.side, self.persistent, value)),
-            Ok(_) => {}
-            Err(what) => return Err(TryPushError::Corrupted(value, what)),
+        push_one(
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+            value,
+        )
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Pushes one message, waiting while the ring is full.
+    pub fn push(&mut self, value: T) -> std::result::Result<(), PushError<T>> {
+        self.push_timeout(value, None)
+    }
+
+    /// Pushes one message, waiting at most `timeout` (`None`: no limit)
+    /// while the ring is full. A consumer that dies while we wait is noticed
+    /// within [`wait::PEER_CHECK_INTERVAL`].
+    pub fn push_timeout(
+        &mut self,
+        value: T,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), PushError<T>> {
+        let (ring, cursor, side, persistent) = (
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+        );
+        let mut slot = Some(value);
+        let outcome = wait::block_on(ring.space_wait(), self.strategy, timeout, |check_peer| {
+            let Some(v) = slot.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match push_one(ring, cursor, side, persistent, v) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TryPushError::Full(v)) => {
+                    if check_peer && !persistent && side.peer_gone_now() {
+                        return Poll::Ready(Err(PushError::Disconnected(v)));
+                    }
+                    slot = Some(v);
+                    Poll::Pending
+                }
+                Err(TryPushError::Disconnected(v)) => Poll::Ready(Err(PushError::Disconnected(v))),
+                Err(TryPushError::Corrupted(v, w)) => Poll::Ready(Err(PushError::Corrupted(v, w))),
+            }
+        });
+        match outcome {
+            Ok(r) => r,
+            Err(()) => Err(PushError::Timeout(
+                slot.take().expect("value kept while pending"),
+            )),
         }
-        // SAFETY: the slot is inside the data area (masked position); it is
-        // free (tail - head < capacity, head read with acquire), so the
-        // consumer does not read it until we publish; slots are aligned for T
-        // (data_offset is aligned to max(128, align_of T), stride is a
-        // multiple of align_of T).
-        unsafe { self.ring.slot(self.cursor.tail).cast::<T>().write(value) };
-        self.publish(1);
-        Ok(())
     }
 
     /// Pushes as many of `values` as fit, with one index update. Returns how
@@ -569,6 +780,11 @@ impl<T: Pod> Producer<T> {
     pub fn is_consumer_alive(&self) -> bool {
         self.side.peer_alive_now()
     }
+
+    /// The ring's wait counters: (data direction, space direction).
+    pub fn wait_counters(&self) -> (WaitCounters, WaitCounters) {
+        self.ring.wait_counters()
+    }
 }
 
 /// How many units from `pos`, up to `want`, lie before the end of the data
@@ -621,6 +837,7 @@ pub struct Consumer<T: Pod> {
     ring: RawRing,
     cursor: ConsumerCursor,
     side: Side,
+    strategy: WaitStrategy,
     _marker: PhantomData<T>,
 }
 
@@ -641,6 +858,7 @@ impl<T: Pod> Consumer<T> {
             ring,
             cursor,
             side,
+            strategy: WaitStrategy::default(),
             _marker: PhantomData,
         })
     }
@@ -659,14 +877,28 @@ impl<T: Pod> Consumer<T> {
     /// Takes one message.
     #[inline]
     pub fn try_pop(&mut self) -> std::result::Result<T, TryPopError> {
-        self.cursor
-            .available(&self.ring, || self.side.peer_gone(), 1)?;
-        // SAFETY: the slot is in bounds (masked), aligned for T, and
-        // published (head < tail, tail read with acquire); T is Pod so any
-        // bytes are a valid T. `read` copies it out before we release it.
-        let v = unsafe { self.ring.slot(self.cursor.head).cast::<T>().read() };
-        self.release(1);
-        Ok(v)
+        pop_one(&self.ring, &mut self.cursor, &mut self.side)
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Takes one message, waiting while the ring is empty.
+    pub fn pop(&mut self) -> std::result::Result<T, PopError> {
+        self.pop_timeout(None)
+    }
+
+    /// Takes one message, waiting at most `timeout` (`None`: no limit). A
+    /// producer that dies while we wait is noticed within
+    /// [`wait::PEER_CHECK_INTERVAL`]; one that detaches, at once.
+    pub fn pop_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<T, PopError> {
+        let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
+        let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
+            pop_poll(check_peer, side, |side| pop_one::<T>(ring, cursor, side))
+        });
+        outcome.unwrap_or(Err(PopError::Timeout))
     }
 
     /// Takes up to `out.len()` messages with one index update; returns how
@@ -738,6 +970,11 @@ impl<T: Pod> Consumer<T> {
     pub fn is_producer_alive(&self) -> bool {
         self.side.peer_alive_now()
     }
+
+    /// The ring's wait counters: (data direction, space direction).
+    pub fn wait_counters(&self) -> (WaitCounters, WaitCounters) {
+        self.ring.wait_counters()
+    }
 }
 
 /// Published messages lent by [`Consumer::read_chunk`].
@@ -797,6 +1034,8 @@ mod loom_models {
         head: [AtomicU64; 2],
         data: [AtomicU64; CAP as usize],
         producer_detached: AtomicU32,
+        waits: [WaitLine; 2],
+        waiters: [AtomicU32; 2],
     }
 
     impl Mem {
@@ -806,6 +1045,8 @@ mod loom_models {
                 head: [AtomicU64::new(0), AtomicU64::new(0)],
                 data: [AtomicU64::new(0), AtomicU64::new(0)],
                 producer_detached: AtomicU32::new(0),
+                waits: std::array::from_fn(|_| crate::wait::tests_support::wait_line()),
+                waiters: std::array::from_fn(|_| AtomicU32::new(0)),
             }
         }
 
@@ -819,6 +1060,8 @@ mod loom_models {
                     self.data.as_ptr() as *mut u8,
                     CAP,
                     std::mem::size_of::<AtomicU64>(),
+                    self.waits.as_ptr(),
+                    self.waiters.as_ptr(),
                 )
             }
         }

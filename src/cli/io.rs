@@ -7,46 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::frames::{FrameConsumer, FrameProducer, ReserveError};
-use shmring::spsc::TryPopError;
+use shmring::spsc::PopError;
+use shmring::wait::WaitStrategy;
 use shmring::{Error, Layout, Segment, SegmentOptions};
-
-/// Waits between unproductive polls: a bounded spin (crossbeam's Backoff),
-/// then sleeps growing to 1 ms. Futex parking replaces the sleeps once the
-/// wait layer exists.
-struct Idle {
-    backoff: crossbeam_utils::Backoff,
-    sleep: Duration,
-    since: Instant,
-}
-
-impl Idle {
-    fn new() -> Idle {
-        Idle {
-            backoff: crossbeam_utils::Backoff::new(),
-            sleep: Duration::from_micros(10),
-            since: Instant::now(),
-        }
-    }
-
-    fn wait(&mut self) {
-        if !self.backoff.is_completed() {
-            self.backoff.snooze();
-        } else {
-            std::thread::sleep(self.sleep);
-            self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
-        }
-    }
-
-    fn reset(&mut self) {
-        self.backoff.reset();
-        self.sleep = Duration::from_micros(10);
-        self.since = Instant::now();
-    }
-
-    fn idle_for(&self) -> Duration {
-        self.since.elapsed()
-    }
-}
 
 fn attach(dir: &Path, name: &str, create: Option<Layout>) -> Result<Arc<Segment>, Error> {
     let opts = SegmentOptions::new().dir(dir);
@@ -83,56 +46,49 @@ pub(super) fn send(
     name: &str,
     create: Option<Layout>,
     timeout_ms: Option<u64>,
+    strategy: WaitStrategy,
 ) -> Result<(), Error> {
     let seg = attach(dir, name, create)?;
     let mut tx = FrameProducer::attach(seg.clone())?;
+    tx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut line = Vec::new();
-    let mut idle = Idle::new();
     loop {
         line.clear();
-        let n = input.read_until(b'\n', &mut line).map_err(|e| Error::Io {
-            path: "stdin".into(),
-            call: "read",
-            source: e,
-        })?;
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io("stdin", "read", e))?;
         if n == 0 {
             break;
         }
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        loop {
-            match tx.try_send(&line) {
-                Ok(()) => {
-                    idle.reset();
-                    break;
-                }
-                Err(ReserveError::Full) => {
-                    if let Some(l) = limit
-                        && idle.idle_for() >= l
-                    {
-                        return Err(timeout_error(&seg, "waiting for space in the ring", l));
-                    }
-                    idle.wait();
-                }
-                Err(ReserveError::Disconnected) => return Err(disconnected(&seg)),
-                Err(e @ ReserveError::TooLarge { .. }) => {
-                    return Err(Error::InvalidConfig {
-                        what: e.to_string(),
-                    });
-                }
-                Err(ReserveError::Corrupted(w)) => return Err(corrupted(&seg, w)),
+        match tx.send_timeout(&line, limit) {
+            Ok(()) => {}
+            Err(ReserveError::Timeout) => {
+                return Err(timeout_error(
+                    &seg,
+                    "waiting for space in the ring",
+                    limit.unwrap_or_default(),
+                ));
             }
+            Err(ReserveError::Full | ReserveError::Disconnected) => return Err(disconnected(&seg)),
+            Err(e @ ReserveError::TooLarge { .. }) => {
+                return Err(Error::InvalidConfig {
+                    what: e.to_string(),
+                });
+            }
+            Err(ReserveError::Corrupted(w)) => return Err(corrupted(&seg, w)),
         }
     }
     // A non-persistent ring disappears with its last user: stay until the
     // consumer has taken everything, so no line is lost.
     if !seg.is_persistent() {
+        let started = Instant::now();
         let mut seen_consumer = false;
-        idle.reset();
         loop {
             let consumer_alive = tx.is_consumer_alive();
             seen_consumer |= consumer_alive;
@@ -143,7 +99,7 @@ pub(super) fn send(
                 return Err(disconnected(&seg));
             }
             if let Some(l) = limit
-                && idle.idle_for() >= l
+                && started.elapsed() >= l
             {
                 return Err(timeout_error(
                     &seg,
@@ -163,55 +119,76 @@ pub(super) fn recv(
     create: Option<Layout>,
     count: Option<u64>,
     timeout_ms: Option<u64>,
+    strategy: WaitStrategy,
 ) -> Result<(), Error> {
     let seg = attach(dir, name, create)?;
     let mut rx = FrameConsumer::attach(seg.clone())?;
+    rx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let write_err = |e: std::io::Error| Error::Io {
-        path: "stdout".into(),
-        call: "write",
-        source: e,
-    };
+    let write_err = |e: std::io::Error| Error::io("stdout", "write", e);
     let mut received = 0u64;
+    // A producer of an earlier session may have left its record marked
+    // detached: `Disconnected` ends the run only once a producer was seen.
     let mut seen_producer = false;
-    let mut idle = Idle::new();
+    let mut idle_since = Instant::now();
     while count.is_none_or(|c| received < c) {
-        match rx.read() {
+        // Flush before blocking, so a reader of our output sees every line
+        // that has arrived.
+        let frame = match rx.read_timeout(Some(Duration::ZERO)) {
+            Ok(f) => Ok(f),
+            Err(PopError::Timeout) => {
+                out.flush().map_err(write_err)?;
+                let left = limit.map(|l| l.saturating_sub(idle_since.elapsed()));
+                if left == Some(Duration::ZERO) {
+                    return Err(timeout_error(
+                        &seg,
+                        "waiting for a message",
+                        limit.unwrap_or_default(),
+                    ));
+                }
+                // Before a producer was seen, wake up now and then to look
+                // for one; after, sleep until a message or the deadline.
+                let slice = if seen_producer {
+                    left
+                } else {
+                    Some(left.unwrap_or(Duration::MAX).min(Duration::from_millis(20)))
+                };
+                rx.read_timeout(slice)
+            }
+            Err(e) => Err(e),
+        };
+        match frame {
             Ok(frame) => {
                 out.write_all(&frame).map_err(write_err)?;
                 out.write_all(b"\n").map_err(write_err)?;
                 frame.release();
                 received += 1;
                 seen_producer = true;
-                idle.reset();
+                idle_since = Instant::now();
             }
-            Err(TryPopError::Empty) | Err(TryPopError::Disconnected) if !seen_producer => {
-                // A producer of an earlier session may have left its record;
-                // wait for one to be really there.
+            Err(PopError::Timeout) => {
+                if !seen_producer {
+                    seen_producer = rx.is_producer_alive();
+                }
+            }
+            Err(PopError::Disconnected) if !seen_producer => {
                 seen_producer = rx.is_producer_alive();
                 if !seen_producer {
                     out.flush().map_err(write_err)?;
-                    if let Some(l) = limit
-                        && idle.idle_for() >= l
-                    {
-                        return Err(timeout_error(&seg, "waiting for a message", l));
+                    if limit.is_some_and(|l| idle_since.elapsed() >= l) {
+                        return Err(timeout_error(
+                            &seg,
+                            "waiting for a producer",
+                            limit.unwrap_or_default(),
+                        ));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
-            Err(TryPopError::Empty) => {
-                out.flush().map_err(write_err)?;
-                if let Some(l) = limit
-                    && idle.idle_for() >= l
-                {
-                    return Err(timeout_error(&seg, "waiting for a message", l));
-                }
-                idle.wait();
-            }
-            Err(TryPopError::Disconnected) => break,
-            Err(TryPopError::Corrupted(w)) => return Err(corrupted(&seg, w)),
+            Err(PopError::Disconnected) => break,
+            Err(PopError::Corrupted(w)) => return Err(corrupted(&seg, w)),
         }
     }
     out.flush().map_err(write_err)?;

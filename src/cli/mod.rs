@@ -38,6 +38,28 @@ enum KindArg {
     Spsc,
 }
 
+/// `--wait`: how blocking sends and receives wait.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WaitArg {
+    /// Busy-spin: lowest latency, burns a core.
+    Spin,
+    /// Spin, then yield the core between polls.
+    Yield,
+    /// Spin 50 us, then sleep on the ring's futex (no CPU while idle).
+    Park,
+}
+
+impl WaitArg {
+    fn strategy(self) -> shmring::wait::WaitStrategy {
+        use shmring::wait::WaitStrategy;
+        match self {
+            WaitArg::Spin => WaitStrategy::Spin,
+            WaitArg::Yield => WaitStrategy::Yield,
+            WaitArg::Park => WaitStrategy::default(),
+        }
+    }
+}
+
 /// Ring shape options shared by `create`, `send --create`, `recv --create`.
 #[derive(clap::Args, Debug, Clone, Copy)]
 struct Shape {
@@ -125,6 +147,9 @@ enum Command {
         /// Give up after this many milliseconds without progress (exit 3).
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
+        /// How to wait while the ring is full.
+        #[arg(long, value_enum, default_value = "park")]
+        wait: WaitArg,
     },
     /// Print each received frame as one line.
     Recv {
@@ -141,6 +166,9 @@ enum Command {
         /// Exit 3 when no message arrived for this many milliseconds.
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
+        /// How to wait while the ring is empty.
+        #[arg(long, value_enum, default_value = "park")]
+        wait: WaitArg,
     },
     /// Measure round trips and throughput against the hardware limit, pipes
     /// and Unix sockets, in one run.
@@ -201,11 +229,13 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             create,
             shape,
             timeout,
+            wait,
         } => io::send(
             &dir,
             &name,
             create.then_some(shape.layout(KindArg::Frames)?),
             timeout,
+            wait.strategy(),
         ),
         Command::Recv {
             name,
@@ -213,12 +243,14 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             shape,
             count,
             timeout,
+            wait,
         } => io::recv(
             &dir,
             &name,
             create.then_some(shape.layout(KindArg::Frames)?),
             count,
             timeout,
+            wait.strategy(),
         ),
         Command::Create {
             name,
@@ -354,6 +386,17 @@ fn print_stat(i: &Inspection) {
     line("creator_pid", opt(i.creator_pid));
     let pids: Vec<String> = i.attached_pids.iter().map(|p| p.to_string()).collect();
     line("attached", format!("{} [{}]", i.attached, pids.join(", ")));
+    for (label, w) in [("wait data", &i.wait_data), ("wait space", &i.wait_space)] {
+        if let Some(w) = w {
+            line(
+                label,
+                format!(
+                    "{} wakeups, {} sleeps, {} spurious, {} waiting now",
+                    w.wakeups, w.sleeps, w.spurious, w.waiters
+                ),
+            );
+        }
+    }
     for r in &i.roles {
         line(
             &r.role,

@@ -99,6 +99,12 @@ pub struct Inspection {
     pub mode: String,
     /// Owner uid.
     pub uid: u32,
+    /// Wait counters of the data direction (consumers sleeping for data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_data: Option<crate::wait::WaitCounters>,
+    /// Wait counters of the space direction (producers sleeping for room).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_space: Option<crate::wait::WaitCounters>,
 }
 
 fn open_admin(path: &Path) -> Result<File> {
@@ -187,6 +193,8 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         created_unix_ns: None,
         mode: format!("{:04o}", meta.mode() & 0o7777),
         uid: meta.uid(),
+        wait_data: None,
+        wait_space: None,
     };
     if !meta.file_type().is_file() {
         info.detail = Some("not a regular file".into());
@@ -256,6 +264,19 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
             return Ok(info);
         }
     }
+    let wait_line = |n: u64| {
+        let base = layout.control_offset + (2 + n) * LINE as u64;
+        // Waiter counts live on the index lines (third word).
+        let waiters_at = layout.control_offset + n * LINE as u64 + 16;
+        Some(crate::wait::WaitCounters {
+            waiters: read_u32(&file, waiters_at)?,
+            wakeups: read_u64(&file, base + 8)?,
+            sleeps: read_u64(&file, base + 16)?,
+            spurious: read_u64(&file, base + 24)?,
+        })
+    };
+    info.wait_data = wait_line(0);
+    info.wait_space = wait_line(1);
     for index in 0..layout.roles() {
         let role = if index < layout.max_producers {
             "producer"
@@ -317,6 +338,8 @@ pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
                     created_unix_ns: None,
                     mode: String::new(),
                     uid: 0,
+                    wait_data: None,
+                    wait_space: None,
                 });
             }
         }

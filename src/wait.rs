@@ -1,0 +1,482 @@
+//! Blocking without burning a core: wait strategies and the eventcount.
+//!
+//! Each direction of a ring has a *wait line* in the segment: a 32-bit
+//! sequence word that sleepers wait on with `FUTEX_WAIT` (shared, not
+//! private: the sleepers are in other processes), a waiter count beside it,
+//! and counters for `stat`.
+//!
+//! The protocol (no lost wake-ups):
+//!
+//! * a **sleeper** reads the sequence (its key), registers in the waiter
+//!   count, issues a SeqCst fence, re-checks its condition (data or space),
+//!   and only then waits while the sequence still equals its key;
+//! * a **publisher** makes its data visible (release store of its index),
+//!   issues a SeqCst fence, and reads the waiter count: only if it is
+//!   non-zero does it bump the sequence and call `FUTEX_WAKE`.
+//!
+//! The two fences order "publish, then check waiters" against "register,
+//! then check data": at least one side sees the other, so either the sleeper
+//! finds the data or the publisher finds the sleeper. A ring with no sleepers
+//! therefore makes no system call per message. A loom model checks it, with
+//! the futex emulated by a mutex and condition variable.
+
+use std::time::{Duration, Instant};
+
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// How a blocking call waits when the ring is empty (or full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-spin with `spin_loop` hints: lowest latency, burns a core.
+    Spin,
+    /// Spin briefly, then `sched_yield` between polls: gives the core to
+    /// other runnable threads, still never sleeps.
+    Yield,
+    /// Spin for up to `spin` (measured on the monotonic clock), then sleep on
+    /// the ring's futex until woken. Idle rings cost no CPU.
+    Park {
+        /// How long to spin before sleeping.
+        spin: Duration,
+    },
+}
+
+impl Default for WaitStrategy {
+    /// `Park` after 50 µs of spinning: a steady stream (messages closer than
+    /// 50 µs apart) is served at spinning latency, an idle ring sleeps.
+    fn default() -> Self {
+        WaitStrategy::Park {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Longest single sleep: a sleeper wakes at least this often to check
+/// whether its peer is still alive (a killed peer cannot wake it).
+pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One direction's wait line in the segment. Atomics only. Touched only
+/// when someone sleeps or wakes, never per message.
+#[repr(C, align(128))]
+pub struct WaitLine {
+    /// The futex word: bumped by a publisher that found waiters.
+    pub(crate) seq: AtomicU32,
+    /// Zero; reserved.
+    pub(crate) reserved: AtomicU32,
+    /// `FUTEX_WAKE` calls issued.
+    pub(crate) wakeups: AtomicU64,
+    /// `FUTEX_WAIT` calls made.
+    pub(crate) sleeps: AtomicU64,
+    /// Sleeps that ended with nothing to do.
+    pub(crate) spurious: AtomicU64,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<WaitLine>() == crate::header::LINE);
+    assert!(offset_of!(WaitLine, seq) == 0);
+    assert!(offset_of!(WaitLine, reserved) == 4);
+    assert!(offset_of!(WaitLine, wakeups) == 8);
+    assert!(offset_of!(WaitLine, sleeps) == 16);
+    assert!(offset_of!(WaitLine, spurious) == 24);
+};
+
+/// Counters of one wait line, for `stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WaitCounters {
+    /// `FUTEX_WAKE` calls issued by publishers.
+    pub wakeups: u64,
+    /// `FUTEX_WAIT` calls made by sleepers.
+    pub sleeps: u64,
+    /// Sleeps that ended with nothing to do.
+    pub spurious: u64,
+    /// Sleepers registered right now.
+    pub waiters: u32,
+}
+
+/// One direction's eventcount: its wait line, and its waiter count, which
+/// lives on the publisher's own index line (the line it writes for every
+/// message anyway), so checking it is an L1 hit; a sleeper writes it only
+/// when it goes to sleep.
+#[derive(Clone, Copy)]
+pub(crate) struct Event<'a> {
+    pub(crate) line: &'a WaitLine,
+    /// Number of sleepers registered (or about to sleep).
+    pub(crate) waiters: &'a AtomicU32,
+}
+
+impl Event<'_> {
+    /// Called by a publisher right after its release store of the index.
+    /// Costs a compiler fence and one load from its own line when nobody
+    /// sleeps; a `FUTEX_WAKE` only when someone does.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // Orders our index store before the load of `waiters`, pairing with
+        // the sleeper's barrier between registering and checking: in a
+        // process registered for membarrier this is only a compiler fence
+        // (the sleeper's membarrier supplies the CPU barrier); otherwise a
+        // full SeqCst fence.
+        barrier::light();
+        // Acquire: if we see a sleeper's registration, its key load (made
+        // before registering) happens-before our bump, so it cannot have
+        // read the bumped value and then miss the wake.
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.wake();
+        }
+    }
+
+    /// Bumps the sequence and wakes every sleeper (also used on detach).
+    #[cold]
+    pub(crate) fn wake(&self) {
+        // Release: a woken sleeper that reads the new value sees our data.
+        self.line.seq.fetch_add(1, Ordering::Release);
+        self.line.wakeups.fetch_add(1, Ordering::Relaxed);
+        futex::wake(&self.line.seq);
+    }
+
+    /// Registers a sleeper; returns the key to sleep on. The caller must
+    /// re-check its condition after this and call [`Event::unregister`]
+    /// afterwards, whatever happens.
+    pub(crate) fn register(&self) -> u32 {
+        // Acquire: pairs with the publisher's release bump.
+        let key = self.line.seq.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Orders the registration before the caller's re-check of the index
+        // (pairs with `barrier::light` in `notify`): a SeqCst fence here, and
+        // a membarrier that makes every publisher's CPU execute one too.
+        barrier::heavy();
+        key
+    }
+
+    /// Undoes [`Event::register`].
+    pub(crate) fn unregister(&self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Sleeps while the sequence equals `key`, at most `timeout`.
+    pub(crate) fn sleep(&self, key: u32, timeout: Duration) {
+        self.line.sleeps.fetch_add(1, Ordering::Relaxed);
+        futex::wait(&self.line.seq, key, timeout);
+    }
+
+    /// Counts a sleep that found nothing to do.
+    pub(crate) fn spurious(&self) {
+        self.line.spurious.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters.
+    pub(crate) fn counters(&self) -> WaitCounters {
+        WaitCounters {
+            wakeups: self.line.wakeups.load(Ordering::Relaxed),
+            sleeps: self.line.sleeps.load(Ordering::Relaxed),
+            spurious: self.line.spurious.load(Ordering::Relaxed),
+            waiters: self.waiters.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a poll found.
+pub(crate) enum Poll<R> {
+    /// Done (a value, or a final error).
+    Ready(R),
+    /// Nothing yet; wait.
+    Pending,
+}
+
+/// Runs `poll` until it is ready, waiting by `strategy` in between, for at
+/// most `timeout` (`None`: no limit); `Err(())` when the timeout ran out.
+/// `poll(true)` is called at least every [`PEER_CHECK_INTERVAL`] of waiting:
+/// that is when it should check whether its peer died (a dead peer cannot
+/// wake us).
+pub(crate) fn block_on<R>(
+    line: Event<'_>,
+    strategy: WaitStrategy,
+    timeout: Option<Duration>,
+    mut poll: impl FnMut(bool) -> Poll<R>,
+) -> Result<R, ()> {
+    let start = Instant::now();
+    let deadline = timeout.map(|t| start + t);
+    let mut next_peer_check = start + PEER_CHECK_INTERVAL;
+    let spin_for = match strategy {
+        WaitStrategy::Park { spin } => spin,
+        _ => Duration::MAX,
+    };
+    let mut polls: u32 = 0;
+    loop {
+        if let Poll::Ready(r) = poll(false) {
+            return Ok(r);
+        }
+        polls = polls.wrapping_add(1);
+        // Read the clock only every 64 polls while spinning.
+        if !polls.is_multiple_of(64) {
+            match strategy {
+                WaitStrategy::Yield if polls > 256 => std::thread::yield_now(),
+                _ => std::hint::spin_loop(),
+            }
+            continue;
+        }
+        let now = Instant::now();
+        let check_peer = now >= next_peer_check;
+        if check_peer {
+            next_peer_check = now + PEER_CHECK_INTERVAL;
+            if let Poll::Ready(r) = poll(true) {
+                return Ok(r);
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(());
+        }
+        if now.duration_since(start) < spin_for {
+            continue;
+        }
+        // Park: register, re-check, sleep while nothing changed.
+        let key = line.register();
+        if let Poll::Ready(r) = poll(false) {
+            line.unregister();
+            return Ok(r);
+        }
+        let mut nap = next_peer_check.saturating_duration_since(now);
+        if let Some(d) = deadline {
+            nap = nap.min(d.saturating_duration_since(now));
+        }
+        line.sleep(key, nap.max(Duration::from_micros(1)));
+        line.unregister();
+        if let Poll::Ready(r) = poll(false) {
+            return Ok(r);
+        }
+        if line.line.seq.load(Ordering::Relaxed) == key {
+            // Woken (or timed out) with the sequence unchanged and nothing
+            // to do: spurious, or a periodic wake-up.
+            line.spurious();
+        }
+    }
+}
+
+/// Asymmetric barriers: publishers, on the hot path, pay only a compiler
+/// fence; sleepers, rarely, pay a `membarrier` system call that forces a
+/// full barrier on every CPU running a registered process.
+#[cfg(not(loom))]
+pub(crate) mod barrier {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, Ordering, compiler_fence, fence};
+
+    const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+    const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    /// True until this process registered for expedited membarriers; while
+    /// true, `light` is a full fence (correct whatever the sleeper does).
+    static PUBLISHER_NEEDS_FENCE: AtomicBool = AtomicBool::new(true);
+    /// Whether `heavy` may issue the expedited global membarrier.
+    static SLEEPER_CAN_MEMBARRIER: AtomicBool = AtomicBool::new(false);
+    static INIT: Once = Once::new();
+
+    fn membarrier(cmd: libc::c_int) -> libc::c_long {
+        // SAFETY: membarrier takes two integers and touches no memory of
+        // ours.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint) }
+    }
+
+    /// Registers this process (once). Called when a ring side attaches.
+    pub(crate) fn init() {
+        INIT.call_once(|| {
+            let supported = membarrier(MEMBARRIER_CMD_QUERY);
+            if supported < 0 || supported & libc::c_long::from(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0
+            {
+                return;
+            }
+            SLEEPER_CAN_MEMBARRIER.store(true, Ordering::Relaxed);
+            if membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0 {
+                PUBLISHER_NEEDS_FENCE.store(false, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// The publisher's side.
+    #[inline]
+    pub(crate) fn light() {
+        if PUBLISHER_NEEDS_FENCE.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The sleeper's side.
+    pub(crate) fn heavy() {
+        fence(Ordering::SeqCst);
+        if SLEEPER_CAN_MEMBARRIER.load(Ordering::Relaxed) {
+            membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+        }
+    }
+}
+
+/// Under loom both sides use a SeqCst fence (loom cannot model
+/// membarrier); the model checks the protocol's pairing.
+#[cfg(loom)]
+pub(crate) mod barrier {
+    use crate::sync::atomic::{Ordering, fence};
+
+    pub(crate) fn init() {}
+
+    pub(crate) fn light() {
+        fence(Ordering::SeqCst);
+    }
+
+    pub(crate) fn heavy() {
+        fence(Ordering::SeqCst);
+    }
+}
+
+#[cfg(not(loom))]
+mod futex {
+    use std::time::Duration;
+
+    use crate::sync::atomic::AtomicU32;
+
+    /// `FUTEX_WAIT` (shared) on `word` while it equals `expected`, at most
+    /// `timeout` (relative, CLOCK_MONOTONIC). Returns on wake, timeout,
+    /// EINTR or value change; callers re-check in a loop.
+    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration
+        // of the call (it lives in a mapping the caller keeps alive); the
+        // timespec is a valid local. A non-private futex works across
+        // processes sharing the mapping.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
+    /// `FUTEX_WAKE` (shared): wakes every sleeper on `word`.
+    pub(super) fn wake(word: &AtomicU32) {
+        // SAFETY: as for `wait`; FUTEX_WAKE only reads the address as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+}
+
+#[cfg(loom)]
+mod futex {
+    //! The futex, emulated for loom: the value check and the sleep happen
+    //! under one mutex that `wake` also takes, which is exactly the futex's
+    //! "compare and block atomically with respect to wake". Timeouts are
+    //! ignored, so a lost wake-up is a deadlock loom reports.
+    use std::time::Duration;
+
+    use crate::sync::atomic::{AtomicU32, Ordering};
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref LOCK: Mutex<()> = Mutex::new(());
+        static ref COND: Condvar = Condvar::new();
+    }
+
+    pub(super) fn wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
+        let guard = LOCK.lock().unwrap();
+        if word.load(Ordering::Relaxed) == expected {
+            drop(COND.wait(guard).unwrap());
+        }
+    }
+
+    pub(super) fn wake(_word: &AtomicU32) {
+        let _guard = LOCK.lock().unwrap();
+        COND.notify_all();
+    }
+}
+
+#[cfg(all(test, loom))]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A zeroed wait line on the heap, for loom models.
+    pub(crate) fn wait_line() -> WaitLine {
+        WaitLine {
+            seq: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+            wakeups: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
+            spurious: AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models`
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    struct Shared {
+        line: WaitLine,
+        waiters: AtomicU32,
+        data: AtomicU32,
+    }
+
+    /// A publisher sets the data and notifies; a sleeper registers,
+    /// re-checks and sleeps. With timeouts ignored, a lost wake-up would
+    /// leave the sleeper blocked forever: loom reports a deadlock.
+    #[test]
+    fn eventcount_loses_no_wakeup() {
+        loom::model(|| {
+            let s = Arc::new(Shared {
+                waiters: AtomicU32::new(0),
+                line: WaitLine {
+                    seq: AtomicU32::new(0),
+                    reserved: AtomicU32::new(0),
+                    wakeups: AtomicU64::new(0),
+                    sleeps: AtomicU64::new(0),
+                    spurious: AtomicU64::new(0),
+                },
+                data: AtomicU32::new(0),
+            });
+            let s2 = s.clone();
+            let publisher = thread::spawn(move || {
+                s2.data.store(1, Ordering::Release);
+                Event {
+                    line: &s2.line,
+                    waiters: &s2.waiters,
+                }
+                .notify();
+            });
+            let ev = Event {
+                line: &s.line,
+                waiters: &s.waiters,
+            };
+            loop {
+                if s.data.load(Ordering::Acquire) == 1 {
+                    break;
+                }
+                let key = ev.register();
+                if s.data.load(Ordering::Acquire) == 1 {
+                    ev.unregister();
+                    break;
+                }
+                ev.sleep(key, Duration::from_secs(1));
+                ev.unregister();
+            }
+            publisher.join().unwrap();
+        });
+    }
+}
