@@ -5,10 +5,10 @@
 mod cli;
 
 fn main() {
-    // SAFETY: called first thing in main, before any other thread exists;
-    // SIG_DFL installs no handler code. Rust ignores SIGPIPE by default, so
-    // `shmring ls | head` would otherwise panic on EPIPE instead of exiting
-    // quietly like every other Unix tool.
+    // Rust ignores SIGPIPE by default, so `shmring ls | head` would panic on
+    // EPIPE instead of exiting quietly like every other Unix tool.
+    // SAFETY: first thing in main, before any other thread exists; SIG_DFL
+    // installs no handler code.
     unsafe {
         let _ = nix::sys::signal::signal(
             nix::sys::signal::Signal::SIGPIPE,

@@ -562,11 +562,11 @@ fn push_one<T: Pod>(
         Ok(_) => {}
         Err(what) => return Err(TryPushError::Corrupted(value, what)),
     }
-    // SAFETY: the slot is inside the data area (masked position); it is
-    // free (tail - head < capacity, head read with acquire), so the consumer
-    // does not read it until we publish; slots are aligned for T
-    // (data_offset is aligned to max(128, align_of T), stride is a multiple
-    // of align_of T).
+    // Slots are aligned for T: data_offset is aligned to max(128, align_of
+    // T) and the stride is a multiple of align_of T.
+    // SAFETY: in bounds (masked position) and aligned; free (tail - head <
+    // capacity, head read with acquire), so the consumer reads it only after
+    // we publish.
     unsafe { ring.slot(cursor.tail).cast::<T>().write(value) };
     cursor.publish(ring, 1);
     side.active();
@@ -806,10 +806,10 @@ pub struct WriteChunk<'a, T: Pod> {
 impl<T: Pod> WriteChunk<'_, T> {
     /// The granted slots. Their previous contents are stale messages.
     pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // The consumer does not access these slots until `commit` advances
+        // the tail; T is Pod, so any stale bytes are a valid T.
         // SAFETY: `len` free, in-bounds, aligned slots that only this
-        // producer may write until it publishes them; T is Pod, so any stale
-        // bytes are a valid T. The consumer does not access them until
-        // `commit` advances the tail.
+        // producer may write until it publishes them.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 

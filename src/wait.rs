@@ -342,10 +342,9 @@ mod futex {
             tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration
-        // of the call (it lives in a mapping the caller keeps alive); the
-        // timespec is a valid local. A non-private futex works across
-        // processes sharing the mapping.
+        // A non-private futex, so it works across processes sharing the map.
+        // SAFETY: `word` is a valid, aligned 32-bit atomic for the call (its
+        // mapping is kept alive by the caller); the timespec is a local.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,

@@ -107,6 +107,38 @@ pub struct Inspection {
     pub wait_space: Option<crate::wait::WaitCounters>,
 }
 
+impl Inspection {
+    /// An inspection with nothing known yet but the name: `foreign` until
+    /// the header says otherwise.
+    fn bare(name: &str, path: PathBuf) -> Inspection {
+        Inspection {
+            name: name.to_string(),
+            path,
+            state: Status::Foreign,
+            detail: None,
+            kind: None,
+            version: None,
+            capacity: None,
+            slot_size: None,
+            size_bytes: 0,
+            persistent: false,
+            len: None,
+            bytes_used: None,
+            attached: 0,
+            attached_pids: Vec::new(),
+            roles: Vec::new(),
+            inode: 0,
+            generation: None,
+            creator_pid: None,
+            created_unix_ns: None,
+            mode: String::new(),
+            uid: 0,
+            wait_data: None,
+            wait_space: None,
+        }
+    }
+}
+
 fn open_admin(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -171,31 +203,11 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     let path = super::object_path(dir, name)?;
     let file = open_admin(&path)?;
     let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
-    let mut info = Inspection {
-        name: name.to_string(),
-        path: path.clone(),
-        state: Status::Foreign,
-        detail: None,
-        kind: None,
-        version: None,
-        capacity: None,
-        slot_size: None,
-        size_bytes: meta.len(),
-        persistent: false,
-        len: None,
-        bytes_used: None,
-        attached: 0,
-        attached_pids: Vec::new(),
-        roles: Vec::new(),
-        inode: meta.ino(),
-        generation: None,
-        creator_pid: None,
-        created_unix_ns: None,
-        mode: format!("{:04o}", meta.mode() & 0o7777),
-        uid: meta.uid(),
-        wait_data: None,
-        wait_space: None,
-    };
+    let mut info = Inspection::bare(name, path.clone());
+    info.size_bytes = meta.len();
+    info.inode = meta.ino();
+    info.mode = format!("{:04o}", meta.mode() & 0o7777);
+    info.uid = meta.uid();
     if !meta.file_type().is_file() {
         info.detail = Some("not a regular file".into());
         return Ok(info);
@@ -316,31 +328,9 @@ pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
             Err(Error::NotFound { .. }) => {}
             Err(e) => {
                 let path = dir.join(&name);
-                out.push(Inspection {
-                    name,
-                    path,
-                    state: Status::Foreign,
-                    detail: Some(e.to_string()),
-                    kind: None,
-                    version: None,
-                    capacity: None,
-                    slot_size: None,
-                    size_bytes: 0,
-                    persistent: false,
-                    len: None,
-                    bytes_used: None,
-                    attached: 0,
-                    attached_pids: Vec::new(),
-                    roles: Vec::new(),
-                    inode: 0,
-                    generation: None,
-                    creator_pid: None,
-                    created_unix_ns: None,
-                    mode: String::new(),
-                    uid: 0,
-                    wait_data: None,
-                    wait_space: None,
-                });
+                let mut info = Inspection::bare(&name, path);
+                info.detail = Some(e.to_string());
+                out.push(info);
             }
         }
     }

@@ -696,11 +696,10 @@ impl Segment {
 
     /// The header's live line.
     pub(crate) fn live(&self) -> &Live {
-        // SAFETY: LIVE_OFFSET + size_of::<Live>() <= HEADER_SIZE <= total_size
-        // (compile-time asserts in `header`, and `Layout::new` puts data after
-        // the header); the mapping is page-aligned so the offset is 128-byte
-        // aligned; `Live` is made only of atomics, so a shared reference to
-        // memory other processes modify concurrently is sound.
+        // LIVE_OFFSET + size_of::<Live>() <= HEADER_SIZE <= total_size by the
+        // compile-time asserts in `header` and `Layout::new`.
+        // SAFETY: in bounds; 128-byte aligned (page-aligned map); `Live` is
+        // atomics only, so sharing it with writers in other processes is sound.
         unsafe { &*self.map.as_ptr().add(LIVE_OFFSET).cast::<Live>() }
     }
 
