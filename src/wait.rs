@@ -194,6 +194,10 @@ pub(crate) fn block_on<R>(
     timeout: Option<Duration>,
     mut poll: impl FnMut(bool) -> Poll<R>,
 ) -> Result<R, ()> {
+    // Fast path: no clock read when the first poll succeeds.
+    if let Poll::Ready(r) = poll(false) {
+        return Ok(r);
+    }
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
     let mut next_peer_check = start + PEER_CHECK_INTERVAL;
@@ -325,6 +329,27 @@ pub(crate) mod barrier {
 
     pub(crate) fn heavy() {
         fence(Ordering::SeqCst);
+    }
+}
+
+/// Raw shared futex operations, exposed for baselines (`shmring bench`
+/// measures a bare futex ping-pong next to the rings). Not needed to use
+/// the rings.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod raw {
+    use std::time::Duration;
+
+    use crate::sync::atomic::AtomicU32;
+
+    /// Sleeps while `word == expected`, at most `timeout` (re-check after).
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        super::futex::wait(word, expected, timeout);
+    }
+
+    /// Wakes every sleeper on `word`.
+    pub fn wake(word: &AtomicU32) {
+        super::futex::wake(word);
     }
 }
 

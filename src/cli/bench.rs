@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
 use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
+use shmring::wait::{WaitStrategy, raw};
 use shmring::{Error, Segment, SegmentOptions};
 
 /// Options of `shmring bench`.
@@ -48,6 +49,7 @@ struct Report {
     cpu: String,
     cores: usize,
     pinned: bool,
+    idle_cpu_percent: std::collections::BTreeMap<&'static str, f64>,
     not_measured: Vec<&'static str>,
 }
 
@@ -176,9 +178,10 @@ impl Names {
     }
 }
 
-fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
-    // A shared mapping the child inherits: a /dev/shm file unlinked at once.
-    let path = format!("/dev/shm/shmring-bench-{}-atomic", std::process::id());
+/// A shared page the forked child inherits: a /dev/shm file unlinked at
+/// once, so nothing can be left behind.
+fn shared_page(tag: &str) -> Result<(memmap2::MmapMut, std::fs::File), Error> {
+    let path = format!("/dev/shm/shmring-bench-{}-{tag}", std::process::id());
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -188,10 +191,15 @@ fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
     let _ = std::fs::remove_file(&path);
     file.set_len(4096)
         .map_err(|e| Error::io(&path, "ftruncate", e))?;
-    // SAFETY: a fresh private file; both processes access it only through
-    // the atomic below.
+    // SAFETY: a fresh file nobody else has opened; both processes access the
+    // page only through atomics.
     let map =
         unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| Error::io(&path, "mmap", e))?;
+    Ok((map, file))
+}
+
+fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
+    let (map, _file) = shared_page("atomic")?;
     // SAFETY: page-aligned, 4096 bytes long, accessed only atomically.
     let word: &AtomicU64 = unsafe { &*map.as_ptr().cast::<AtomicU64>() };
     let deadline = dur + Duration::from_secs(30);
@@ -229,48 +237,125 @@ fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
     Ok(p)
 }
 
-fn shmring_spin_rtt(n: &Names, dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
+/// Round trips through two SPSC rings, both sides waiting by `strategy`.
+fn shmring_rtt(
+    n: &Names,
+    tag: &str,
+    strategy: WaitStrategy,
+    dur: Duration,
+    pinned: bool,
+) -> Result<Percentiles, Error> {
     let l = spsc::layout::<u64>(64)?;
     let id = spsc::type_id::<u64>();
-    let ping = n.seg("ping", &l, id)?;
-    let pong = n.seg("pong", &l, id)?;
+    let (ping_name, pong_name) = (format!("{tag}-ping"), format!("{tag}-pong"));
+    let ping = n.seg(&ping_name, &l, id)?;
+    let pong = n.seg(&pong_name, &l, id)?;
     let child = fork(pinned, || {
-        let mut rx = Consumer::<u64>::attach(n.open("ping")).expect("ping consumer");
-        let mut tx = Producer::<u64>::attach(n.open("pong")).expect("pong producer");
-        loop {
-            let mut spins = 0;
-            let v = loop {
-                match rx.try_pop() {
-                    Ok(v) => break v,
-                    Err(TryPopError::Empty) => relax(&mut spins),
-                    Err(_) => return,
-                }
-            };
-            while tx.try_push(v).is_err() {
-                std::hint::spin_loop();
+        let mut rx = Consumer::<u64>::attach(n.open(&ping_name)).expect("ping consumer");
+        let mut tx = Producer::<u64>::attach(n.open(&pong_name)).expect("pong producer");
+        rx.set_wait_strategy(strategy);
+        tx.set_wait_strategy(strategy);
+        while let Ok(v) = rx.pop() {
+            if tx.push(v).is_err() {
+                return;
             }
         }
     })?;
     let mut tx = Producer::<u64>::attach(ping)?;
     let mut rx = Consumer::<u64>::attach(pong)?;
+    tx.set_wait_strategy(strategy);
+    rx.set_wait_strategy(strategy);
     let p = time_rtts(dur, |i| {
-        while tx.try_push(i).is_err() {
-            std::hint::spin_loop();
-        }
-        let mut spins = 0;
-        loop {
-            match rx.try_pop() {
-                Ok(_) => break,
-                Err(TryPopError::Empty) => relax(&mut spins),
-                Err(e) => panic!("bench: {e}"),
-            }
-        }
+        tx.push(i).expect("bench push");
+        rx.pop().expect("bench pop");
     });
     // The child dies first so that our detach is the last one and removes
     // the rings (a killed process never detaches).
     drop(child);
     drop((tx, rx));
     Ok(p)
+}
+
+/// A bare futex ping-pong: the floor for any design that sleeps per message.
+fn futex_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
+    let (map, _file) = shared_page("futex")?;
+    // SAFETY: page-aligned, 4096 bytes long, accessed only atomically.
+    let word: &std::sync::atomic::AtomicU32 = unsafe { &*map.as_ptr().cast() };
+    let deadline = dur + Duration::from_secs(30);
+    let _child = fork(pinned, || {
+        let end = Instant::now() + deadline;
+        let mut want = 1u32;
+        while Instant::now() < end {
+            let v = word.load(Ordering::Acquire);
+            if v == u32::MAX {
+                return;
+            }
+            if v != want {
+                raw::wait(word, v, Duration::from_millis(100));
+                continue;
+            }
+            word.store(want + 1, Ordering::Release);
+            raw::wake(word);
+            want += 2;
+        }
+    })?;
+    let mut next = 1u32;
+    let p = time_rtts(dur, |_| {
+        word.store(next, Ordering::Release);
+        raw::wake(word);
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if v == next + 1 {
+                break;
+            }
+            raw::wait(word, v, Duration::from_millis(100));
+        }
+        next += 2;
+    });
+    word.store(u32::MAX, Ordering::Release);
+    raw::wake(word);
+    Ok(p)
+}
+
+/// CPU used by a consumer waiting `dur` on an empty ring by `strategy`, in
+/// percent of one core (from the child's utime + stime).
+fn idle_cpu(
+    n: &Names,
+    tag: &str,
+    strategy: WaitStrategy,
+    dur: Duration,
+    pinned: bool,
+) -> Result<f64, Error> {
+    let seg = n.seg(tag, &spsc::layout::<u64>(64)?, spsc::type_id::<u64>())?;
+    let tx = Producer::<u64>::attach(seg)?;
+    let child = fork(pinned, || {
+        let mut rx = Consumer::<u64>::attach(n.open(tag)).expect("consumer");
+        rx.set_wait_strategy(strategy);
+        let _ = rx.pop();
+    })?;
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_seconds(child.0);
+    let t = Instant::now();
+    std::thread::sleep(dur.min(Duration::from_secs(2)));
+    let used = cpu_seconds(child.0) - before;
+    let pct = 100.0 * used / t.elapsed().as_secs_f64();
+    drop(child);
+    drop(tx);
+    Ok(pct)
+}
+
+fn cpu_seconds(pid: libc::pid_t) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf reads a constant; no memory is involved.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
 }
 
 fn stream_rtt<S: Read + Write>(
@@ -522,13 +607,10 @@ pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
         cpu: cpu_name(),
         cores,
         pinned,
-        not_measured: vec![
-            "shmring_park and futex_limit (need the futex wait layer)",
-            "mpmc (not built yet)",
-        ],
+        not_measured: vec!["mpmc (not built yet)"],
         ..Report::default()
     };
-    let steps = 10;
+    let steps = 16;
     let progress = std::io::stderr().is_terminal() && !args.json;
     let mut step = 0;
     let mut tick = |what: &str| {
@@ -541,8 +623,34 @@ pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
     tick("atomic ping-pong (hardware limit)");
     r.rtt_ns.insert("atomic_limit", atomic_limit(dur, pinned)?);
     tick("shmring spin round trip");
+    r.rtt_ns.insert(
+        "shmring_spin",
+        shmring_rtt(&n, "spin", WaitStrategy::Spin, dur, pinned)?,
+    );
+    tick("shmring default (park after 50 us)");
+    r.rtt_ns.insert(
+        "shmring_default",
+        shmring_rtt(&n, "default", WaitStrategy::default(), dur, pinned)?,
+    );
+    tick("futex ping-pong (sleeping limit)");
+    r.rtt_ns.insert("futex_limit", futex_limit(dur, pinned)?);
+    tick("shmring park round trip");
+    let park = WaitStrategy::Park {
+        spin: Duration::ZERO,
+    };
     r.rtt_ns
-        .insert("shmring_spin", shmring_spin_rtt(&n, dur, pinned)?);
+        .insert("shmring_park", shmring_rtt(&n, "park", park, dur, pinned)?);
+    for (key, strategy) in [
+        ("spin", WaitStrategy::Spin),
+        ("yield", WaitStrategy::Yield),
+        ("park", WaitStrategy::default()),
+    ] {
+        tick("idle consumer CPU");
+        r.idle_cpu_percent.insert(
+            key,
+            idle_cpu(&n, &format!("idle-{key}"), strategy, dur, pinned)?,
+        );
+    }
     tick("pipe round trip");
     let (a, b) = pipes()?;
     let mut b = Some(b);
@@ -621,7 +729,15 @@ fn print_report(r: &Report, size: usize) {
         "{:<22} {:>10} {:>10} {:>10} {:>12}",
         "round trip (ns)", "p50", "p99", "p99.9", "p50 / limit"
     );
-    for key in ["atomic_limit", "shmring_spin", "pipe", "unix_socket"] {
+    for key in [
+        "atomic_limit",
+        "shmring_spin",
+        "shmring_default",
+        "futex_limit",
+        "shmring_park",
+        "pipe",
+        "unix_socket",
+    ] {
         if let Some(p) = r.rtt_ns.get(key) {
             println!(
                 "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x",
@@ -660,6 +776,18 @@ fn print_report(r: &Report, size: usize) {
         },
         r.memcpy_gb_per_s
     );
+    let futex = r.rtt_ns.get("futex_limit").map(|p| p.p50).unwrap_or(0.0);
+    if let Some(p) = r.rtt_ns.get("shmring_park")
+        && futex > 0.0
+    {
+        println!("shmring_park p50 = {:.2}x the futex limit", p.p50 / futex);
+    }
+    let idle: Vec<String> = r
+        .idle_cpu_percent
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}%"))
+        .collect();
+    println!("idle consumer CPU (percent of a core): {}", idle.join(", "));
     for m in &r.not_measured {
         println!("not measured: {m}");
     }
