@@ -502,6 +502,25 @@ impl FrameConsumer {
     }
 }
 
+#[cfg(not(loom))]
+impl wait::Selectable for FrameConsumer {
+    fn is_ready(&mut self) -> bool {
+        !matches!(
+            self.cursor
+                .available(&self.ring, || self.side.peer_gone(), FRAME_HEADER),
+            Err(TryPopError::Empty)
+        )
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> wait::ReadyEvent<'_> {
+        wait::ReadyEvent(self.ring.data_wait())
+    }
+}
+
 /// A frame borrowed from the ring.
 pub struct Frame<'a> {
     consumer: &'a mut FrameConsumer,

@@ -977,6 +977,25 @@ impl<T: Pod> Consumer<T> {
     }
 }
 
+#[cfg(not(loom))]
+impl<T: Pod> wait::Selectable for Consumer<T> {
+    fn is_ready(&mut self) -> bool {
+        !matches!(
+            self.cursor
+                .available(&self.ring, || self.side.peer_gone(), 1),
+            Err(TryPopError::Empty)
+        )
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> wait::ReadyEvent<'_> {
+        wait::ReadyEvent(self.ring.data_wait())
+    }
+}
+
 /// Published messages lent by [`Consumer::read_chunk`].
 pub struct ReadChunk<'a, T: Pod> {
     consumer: &'a mut Consumer<T>,

@@ -92,6 +92,24 @@ fn wait_child() {
             println!("ready");
             std::thread::sleep(Duration::from_secs(60));
         }
+        // Sends (ring, seq) pairs to three rings at random, with pauses.
+        "multi-producer" => {
+            let mut txs: Vec<Producer<u64>> = (0..3)
+                .map(|i| Producer::<u64>::attach(open(&dir, &format!("m{i}"))).unwrap())
+                .collect();
+            println!("ready");
+            let mut seqs = [0u64; 3];
+            for k in 0..3000u64 {
+                let i = rand::random_range(0..3usize);
+                txs[i]
+                    .push_timeout((i as u64) << 32 | seqs[i], Some(Duration::from_secs(10)))
+                    .unwrap();
+                seqs[i] += 1;
+                if k % 10 == 0 {
+                    std::thread::sleep(Duration::from_micros(rand::random_range(0..2000)));
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -353,5 +371,55 @@ fn a_parked_consumer_notices_a_killed_producer_within_the_bound_and_a_detach_at_
     );
     eprintln!("detach noticed after {noticed:?}");
     drop((rx, seg));
+    dir.finish();
+}
+
+#[test]
+fn select_waits_on_several_rings_at_once() {
+    if child_role().is_some() {
+        return;
+    }
+    use shmring::wait::{Selectable, select};
+    let dir = TestDir::new("select");
+    let mut rxs: Vec<Consumer<u64>> = (0..3)
+        .map(|i| Consumer::<u64>::attach(ring(&dir, &format!("m{i}"), 4)).unwrap())
+        .collect();
+    let mut child = spawn("multi-producer", &dir, &[]);
+    let mut next = [0u64; 3];
+    let mut done = [false; 3];
+    let mut total = 0;
+    while !done.iter().all(|&d| d) {
+        // A finished ring stays ready (its pop says Disconnected), so the
+        // set holds only the rings still running.
+        let live: Vec<usize> = (0..3).filter(|&i| !done[i]).collect();
+        let i = {
+            let mut set: Vec<&mut dyn Selectable> = rxs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| !done[*i])
+                .map(|(_, r)| r as &mut dyn Selectable)
+                .collect();
+            let k = select(&mut set, Some(Duration::from_secs(10)))
+                .expect("select timed out: lost wake-up");
+            live[k]
+        };
+        match rxs[i].try_pop() {
+            Ok(v) => {
+                assert_eq!(v >> 32, i as u64, "message in the wrong ring");
+                assert_eq!(v & 0xffff_ffff, next[i], "ring {i} out of order");
+                next[i] += 1;
+                total += 1;
+            }
+            Err(shmring::spsc::TryPopError::Disconnected) => done[i] = true,
+            Err(shmring::spsc::TryPopError::Empty) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(total, 3000);
+    let sleeps: u64 = rxs.iter().map(|r| r.wait_counters().0.sleeps).sum();
+    eprintln!("select: 3000 messages from 3 rings, {sleeps} sleeps");
+    assert!(sleeps > 0, "select never slept: not a test of waking");
+    assert!(child.wait_within(Duration::from_secs(30)).success());
+    drop(rxs);
     dir.finish();
 }
