@@ -575,14 +575,15 @@ mod futex {
     }
 
     pub(super) fn wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
-        let guard = LOCK.lock().unwrap();
+        // Never poisoned: no model thread panics while holding the lock.
+        let guard = LOCK.lock().expect("futex emulation lock");
         if word.load(Ordering::Relaxed) == expected {
-            drop(COND.wait(guard).unwrap());
+            drop(COND.wait(guard).expect("futex emulation lock"));
         }
     }
 
     pub(super) fn wake(_word: &AtomicU32) {
-        let _guard = LOCK.lock().unwrap();
+        let _guard = LOCK.lock().expect("futex emulation lock");
         COND.notify_all();
     }
 }

@@ -12,20 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
 use shmring::spsc::{self, Consumer, Producer, TryPopError};
-use shmring::{Layout, Segment, SegmentOptions};
+use shmring::{Layout, SegmentOptions};
 
 /// How long a victim runs before it reports "timeout" (its own bound).
 const VICTIM_SECS: u64 = 1;
-
-fn open(dir: &str, name: &str) -> Arc<Segment> {
-    Arc::new(
-        SegmentOptions::new()
-            .dir(dir)
-            .timeout(Duration::from_secs(20))
-            .open(name)
-            .unwrap(),
-    )
-}
 
 #[test]
 fn victim_child() {
@@ -45,7 +35,7 @@ fn victim_child() {
                 let r = RX.with(|rx| {
                     let mut rx = rx.borrow_mut();
                     let rx = rx.get_or_insert_with(|| {
-                        let c = Consumer::<u64>::attach(open(&dir, &name)).unwrap();
+                        let c = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
                         println!("ready");
                         c
                     });
@@ -72,7 +62,7 @@ fn victim_child() {
                 let r = RX.with(|rx| {
                     let mut rx = rx.borrow_mut();
                     let rx = rx.get_or_insert_with(|| {
-                        let c = FrameConsumer::attach(open(&dir, &name)).unwrap();
+                        let c = FrameConsumer::attach(open_ring(&dir, &name)).unwrap();
                         println!("ready");
                         c
                     });
@@ -90,7 +80,7 @@ fn victim_child() {
                 let r = TX.with(|tx| {
                     let mut tx = tx.borrow_mut();
                     let tx = tx.get_or_insert_with(|| {
-                        let p = FrameProducer::attach(open(&dir, &name)).unwrap();
+                        let p = FrameProducer::attach(open_ring(&dir, &name)).unwrap();
                         println!("ready");
                         p
                     });

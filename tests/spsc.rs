@@ -34,16 +34,6 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
     }
 }
 
-fn open_seg(dir: &str, name: &str) -> Arc<shmring::Segment> {
-    Arc::new(
-        SegmentOptions::new()
-            .dir(dir)
-            .timeout(Duration::from_secs(20))
-            .open(name)
-            .unwrap(),
-    )
-}
-
 #[test]
 fn spsc_child() {
     let Some(role) = child_role() else { return };
@@ -52,7 +42,7 @@ fn spsc_child() {
     let count: u64 = env_str("SPSC_COUNT").parse().unwrap();
     match role.as_str() {
         "u64-one-by-one" => {
-            let mut tx = Producer::<u64>::attach(open_seg(&dir, &name)).unwrap();
+            let mut tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
             for v in 0..count {
                 let mut v = v;
                 loop {
@@ -69,7 +59,7 @@ fn spsc_child() {
         }
         "u64-batched" => {
             // Alternates push_slice and zero-copy write_chunk.
-            let mut tx = Producer::<u64>::attach(open_seg(&dir, &name)).unwrap();
+            let mut tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
             let mut next = 0u64;
             let mut round = 0u64;
             while next < count {
@@ -99,7 +89,7 @@ fn spsc_child() {
             }
         }
         "frames" => {
-            let mut tx = FrameProducer::attach(open_seg(&dir, &name)).unwrap();
+            let mut tx = FrameProducer::attach(open_ring(&dir, &name)).unwrap();
             let mut buf = Vec::new();
             let mut hash = 0xcbf2_9ce4_8422_2325u64;
             for i in 0..count {
@@ -120,11 +110,11 @@ fn spsc_child() {
             println!("hash {hash:#x}");
         }
         "hold-producer" => {
-            let _tx = Producer::<u64>::attach(open_seg(&dir, &name)).unwrap();
+            let _tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
             println!("holding");
             std::thread::sleep(Duration::from_secs(60));
         }
-        "second-producer" => match Producer::<u64>::attach(open_seg(&dir, &name)) {
+        "second-producer" => match Producer::<u64>::attach(open_ring(&dir, &name)) {
             Err(e @ Error::RoleTaken { .. }) => {
                 println!("refused: {e}");
                 std::process::exit(0);

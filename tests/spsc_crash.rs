@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use shmring::SegmentOptions;
 use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
-use shmring::{Segment, SegmentOptions};
 
 /// A 64-byte message whose every word derives from its sequence number, so
 /// a torn (half-written) message cannot pass `check`.
@@ -33,16 +33,6 @@ fn check(m: &Msg, expect: u64) {
     assert_eq!(*m, msg(expect), "torn message {expect}");
 }
 
-fn open(dir: &str, name: &str) -> Arc<Segment> {
-    Arc::new(
-        SegmentOptions::new()
-            .dir(dir)
-            .timeout(Duration::from_secs(20))
-            .open(name)
-            .unwrap(),
-    )
-}
-
 #[test]
 fn crash_child() {
     let Some(role) = child_role() else { return };
@@ -52,7 +42,7 @@ fn crash_child() {
         // Pushes START, START+1, ... forever.
         "endless-producer" => {
             let mut seq: u64 = env_str("C_START").parse().unwrap();
-            let mut tx = Producer::<Msg>::attach(open(&dir, &name)).unwrap();
+            let mut tx = Producer::<Msg>::attach(open_ring(&dir, &name)).unwrap();
             println!("ready");
             loop {
                 match tx.try_push(msg(seq)) {
@@ -75,7 +65,7 @@ fn crash_child() {
                 .mode(0o600)
                 .open(&out_path)
                 .unwrap();
-            let mut rx = Consumer::<u64>::attach(open(&dir, &name)).unwrap();
+            let mut rx = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
             println!("ready");
             while next < total {
                 match rx.read_chunk(1) {

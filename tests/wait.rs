@@ -25,16 +25,6 @@ fn ring(dir: &TestDir, name: &str, cap: u64) -> Arc<Segment> {
     )
 }
 
-fn open(dir: &str, name: &str) -> Arc<Segment> {
-    Arc::new(
-        SegmentOptions::new()
-            .dir(dir)
-            .timeout(Duration::from_secs(20))
-            .open(name)
-            .unwrap(),
-    )
-}
-
 fn park_now() -> WaitStrategy {
     WaitStrategy::Park {
         spin: Duration::ZERO,
@@ -55,8 +45,8 @@ fn wait_child() {
     match role.as_str() {
         // Echoes ping -> pong until ping's producer goes.
         "echo" => {
-            let mut rx = Consumer::<u64>::attach(open(&dir, "ping")).unwrap();
-            let mut tx = Producer::<u64>::attach(open(&dir, "pong")).unwrap();
+            let mut rx = Consumer::<u64>::attach(open_ring(&dir, "ping")).unwrap();
+            let mut tx = Producer::<u64>::attach(open_ring(&dir, "pong")).unwrap();
             let strategy = if env_str("W_STRATEGY") == "spin" {
                 WaitStrategy::Spin
             } else {
@@ -81,21 +71,21 @@ fn wait_child() {
         }
         // Parks on an empty ring until killed.
         "idle-consumer" => {
-            let mut rx = Consumer::<u64>::attach(open(&dir, "idle")).unwrap();
+            let mut rx = Consumer::<u64>::attach(open_ring(&dir, "idle")).unwrap();
             println!("ready");
             let r = rx.pop();
             println!("popped {r:?}");
         }
         // Produces then waits to be killed.
         "hold-producer" => {
-            let _tx = Producer::<u64>::attach(open(&dir, "held")).unwrap();
+            let _tx = Producer::<u64>::attach(open_ring(&dir, "held")).unwrap();
             println!("ready");
             std::thread::sleep(Duration::from_secs(60));
         }
         // Sends (ring, seq) pairs to three rings at random, with pauses.
         "multi-producer" => {
             let mut txs: Vec<Producer<u64>> = (0..3)
-                .map(|i| Producer::<u64>::attach(open(&dir, &format!("m{i}"))).unwrap())
+                .map(|i| Producer::<u64>::attach(open_ring(&dir, &format!("m{i}"))).unwrap())
                 .collect();
             println!("ready");
             let mut seqs = [0u64; 3];

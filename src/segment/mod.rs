@@ -188,7 +188,7 @@ impl SegmentOptions {
         type_id: u64,
         deadline: Instant,
     ) -> Result<Option<Segment>> {
-        let fs = sys::fs_info(&self.dir).map_err(|e| dir_error(&self.dir, path, "statvfs", e))?;
+        let fs = sys::fs_info(&self.dir).map_err(|e| Error::io(&self.dir, "statvfs", e))?;
         if name.len() as u64 > fs.name_max {
             return Err(Error::InvalidName {
                 name: name.to_string(),
@@ -568,10 +568,6 @@ fn open_error(dir: &Path, path: &Path, action: &'static str, e: io::Error) -> Er
             e,
         ),
     }
-}
-
-fn dir_error(dir: &Path, _path: &Path, call: &'static str, e: io::Error) -> Error {
-    Error::io(dir, call, e)
 }
 
 /// An attached shared-memory object: the mapping, the shared lifecycle lock

@@ -243,3 +243,15 @@ pub fn read_line_starting(pipe: impl std::io::Read, prefix: &str) -> String {
         }
     }
 }
+
+/// Attaches to an existing ring in `dir` (a child's side of a test), waiting
+/// up to 20 s for its creator.
+pub fn open_ring(dir: &str, name: &str) -> std::sync::Arc<shmring::Segment> {
+    std::sync::Arc::new(
+        shmring::SegmentOptions::new()
+            .dir(dir)
+            .timeout(Duration::from_secs(20))
+            .open(name)
+            .expect("open ring"),
+    )
+}
