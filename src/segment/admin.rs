@@ -393,8 +393,7 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
             }
         }
     }
-    let exclusive =
-        sys::try_flock(&file, sys::Flock::Exclusive).map_err(|e| Error::io(&path, "flock", e))?;
+    let exclusive = super::try_exclusive(&file).map_err(|e| Error::io(&path, "flock", e))?;
     if !exclusive && !force {
         let mut pids: Vec<i32> = sys::locks_on(meta.dev(), meta.ino())
             .into_iter()

@@ -489,6 +489,28 @@ fn lock_until(file: &File, op: sys::Flock, deadline: Instant, path: &Path) -> Re
     }
 }
 
+/// `flock(LOCK_EX|LOCK_NB)`, tolerating the fork window: a thread of this
+/// process that forks (to spawn a program) briefly shares our open file
+/// descriptions until its child execs, and with them our locks, which
+/// `/proc/locks` then reports under our own pid. When every holder is this
+/// process, retry for up to about 2 ms; holders in other processes make it
+/// give up at once.
+pub(crate) fn try_exclusive(file: &File) -> io::Result<bool> {
+    let me = std::process::id() as i32;
+    for _ in 0..20 {
+        if sys::try_flock(file, sys::Flock::Exclusive)? {
+            return Ok(true);
+        }
+        let meta = file.metadata()?;
+        let locks = sys::locks_on(meta.dev(), meta.ino());
+        if locks.iter().any(|l| l.is_flock && l.pid != me) {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    Ok(false)
+}
+
 /// Does `path` name the object open as `file`?
 fn same_inode(path: &Path, file: &File) -> bool {
     match (std::fs::symlink_metadata(path), file.metadata()) {
@@ -786,7 +808,7 @@ impl Drop for Segment {
         // Exclusive means nobody else is attached. The name is removed only
         // if it still refers to this object: a newer object under the same
         // name belongs to others.
-        if let Ok(true) = sys::try_flock(&self.file, sys::Flock::Exclusive)
+        if let Ok(true) = try_exclusive(&self.file)
             && same_inode(&self.path, &self.file)
         {
             let _ = std::fs::remove_file(&self.path);
