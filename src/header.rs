@@ -28,8 +28,10 @@ use std::sync::atomic::AtomicU32;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\x01");
 /// Layout major version: a reader refuses any other major.
 pub const VERSION_MAJOR: u16 = 1;
-/// Layout minor version: additions in reserved space; readers accept any minor.
-pub const VERSION_MINOR: u16 = 0;
+/// Layout minor version: additions that older readers refuse cleanly or may
+/// ignore; readers accept any minor. 1.1 added [`Kind::Mpmc`] (a 1.0 reader
+/// refuses it as an unknown kind).
+pub const VERSION_MINOR: u16 = 1;
 
 /// Bytes reserved for the header (descriptor + live line + spare).
 pub const HEADER_SIZE: usize = 512;
@@ -63,6 +65,9 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 pub const MAX_SLOT_ALIGN: u32 = 4096;
 /// Largest number of producer or consumer roles.
 pub const MAX_ROLES: u32 = 1024;
+/// Producer and consumer roles of an MPMC ring unless the creator says
+/// otherwise.
+pub const DEFAULT_MPMC_ROLES: u32 = 64;
 /// Largest object size: 1 TiB.
 pub const MAX_TOTAL_SIZE: u64 = 1 << 40;
 
@@ -73,6 +78,9 @@ pub enum Kind {
     Spsc,
     /// Single producer, single consumer, variable-length byte frames.
     Frames,
+    /// Many producers, many consumers, fixed-size typed slots each with a
+    /// sequence number.
+    Mpmc,
 }
 
 impl Kind {
@@ -81,6 +89,7 @@ impl Kind {
         match self {
             Kind::Spsc => 1,
             Kind::Frames => 2,
+            Kind::Mpmc => 3,
         }
     }
 
@@ -89,6 +98,7 @@ impl Kind {
         match code {
             1 => Some(Kind::Spsc),
             2 => Some(Kind::Frames),
+            3 => Some(Kind::Mpmc),
             _ => None,
         }
     }
@@ -98,17 +108,28 @@ impl Kind {
         match self {
             Kind::Spsc => "spsc",
             Kind::Frames => "frames",
+            Kind::Mpmc => "mpmc",
         }
     }
 
-    /// Bytes of per-kind control lines (indices, wait words) before the data.
-    const fn control_size(self) -> usize {
+    /// Bytes of per-kind control lines (indices, wait words, claims) before
+    /// the data, for a ring with `roles` roles.
+    const fn control_size(self, roles: u32) -> usize {
         match self {
             // producer line, consumer line, two wait lines
             Kind::Spsc | Kind::Frames => 4 * LINE,
+            // enqueue line, dequeue line, two wait lines, the statistics
+            // line, then one claim line per role (see `mpmc`)
+            Kind::Mpmc => (MPMC_CLAIMS_LINE + roles as usize) * LINE,
         }
     }
 }
+
+/// MPMC control area: index of the statistics line (skipped, redelivered).
+pub const MPMC_STATS_LINE: usize = 4;
+/// MPMC control area: index of the first claim line (one per role,
+/// producers first).
+pub const MPMC_CLAIMS_LINE: usize = 5;
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,10 +308,46 @@ fn round_up(value: u64, to: u64) -> Option<u64> {
 }
 
 impl Layout {
-    /// Computes the layout of a ring; every parameter is range-checked, so
-    /// this is also how an attaching process validates a header.
+    /// Computes the layout of a ring; every parameter is range-checked.
+    /// MPMC rings get [`DEFAULT_MPMC_ROLES`] producer and consumer roles
+    /// (see [`Layout::with_roles`]); the others have one of each.
     pub fn new(kind: Kind, capacity: u64, slot_size: u32, slot_align: u32) -> Result<Layout> {
+        let roles = match kind {
+            Kind::Mpmc => DEFAULT_MPMC_ROLES,
+            Kind::Spsc | Kind::Frames => 1,
+        };
+        Layout::with_roles(kind, capacity, slot_size, slot_align, roles, roles)
+    }
+
+    /// Computes the layout of a ring with `producers` producer roles and
+    /// `consumers` consumer roles (both 1 for SPSC and frame rings, 1 to
+    /// [`MAX_ROLES`] for MPMC). Every parameter is range-checked, so this is
+    /// also how an attaching process validates a header.
+    pub fn with_roles(
+        kind: Kind,
+        capacity: u64,
+        slot_size: u32,
+        slot_align: u32,
+        producers: u32,
+        consumers: u32,
+    ) -> Result<Layout> {
         let bad = |what: String| Err(Error::InvalidConfig { what });
+        match kind {
+            Kind::Spsc | Kind::Frames if producers != 1 || consumers != 1 => {
+                return bad(format!(
+                    "a {kind} ring has one producer and one consumer role, not {producers} and {consumers}"
+                ));
+            }
+            Kind::Mpmc
+                if !(1..=MAX_ROLES).contains(&producers)
+                    || !(1..=MAX_ROLES).contains(&consumers) =>
+            {
+                return bad(format!(
+                    "an mpmc ring has 1 to {MAX_ROLES} producer and consumer roles, not {producers} and {consumers}"
+                ));
+            }
+            _ => {}
+        }
         if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
             return bad(format!(
                 "capacity {capacity} must be a power of two between 1 and {MAX_CAPACITY}"
@@ -325,14 +382,27 @@ impl Layout {
                 }
                 (1, Some(capacity))
             }
+            Kind::Mpmc => {
+                // Each slot: its sequence number, then the message at
+                // `mpmc_payload_offset`.
+                let stride = round_up(
+                    mpmc_payload_offset(slot_align) + u64::from(slot_size),
+                    u64::from(slot_align.max(8)),
+                )
+                .expect("slot size and alignment are bounded");
+                (stride, stride.checked_mul(capacity))
+            }
         };
-        let roles = 2u64;
+        let roles = producers + consumers;
         let roles_offset = HEADER_SIZE as u64;
-        let control_offset = round_up(roles_offset + roles * ROLE_RECORD_SIZE as u64, LINE as u64)
-            .expect("small constants");
+        let control_offset = round_up(
+            roles_offset + u64::from(roles) * ROLE_RECORD_SIZE as u64,
+            LINE as u64,
+        )
+        .expect("bounded by MAX_ROLES");
         let data_align = u64::from(slot_align).max(LINE as u64);
-        let data_offset = round_up(control_offset + kind.control_size() as u64, data_align)
-            .expect("bounded by MAX_SLOT_ALIGN");
+        let data_offset = round_up(control_offset + kind.control_size(roles) as u64, data_align)
+            .expect("bounded by MAX_SLOT_ALIGN and MAX_ROLES");
         let total = data_size
             .and_then(|d| d.checked_add(data_offset))
             .and_then(|t| round_up(t, PAGE as u64))
@@ -348,8 +418,8 @@ impl Layout {
             slot_size,
             slot_align,
             slot_stride,
-            max_producers: 1,
-            max_consumers: 1,
+            max_producers: producers,
+            max_consumers: consumers,
             roles_offset,
             control_offset,
             data_offset,
@@ -367,6 +437,12 @@ impl Layout {
     pub fn role_record_offset(&self, index: u32) -> u64 {
         self.roles_offset + u64::from(index) * ROLE_RECORD_SIZE as u64
     }
+}
+
+/// Offset of the message inside an MPMC slot: after the 8-byte sequence
+/// number, aligned for the message.
+pub const fn mpmc_payload_offset(slot_align: u32) -> u64 {
+    if slot_align > 8 { slot_align as u64 } else { 8 }
 }
 
 /// Builds the descriptor a creator writes.
@@ -434,9 +510,17 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
         });
     }
     let Some(kind) = Kind::from_code(desc.kind) else {
+        let newer = if desc.version_minor > VERSION_MINOR {
+            format!(
+                " (made by shmring layout {}.{}, newer than this reader's {VERSION_MAJOR}.{VERSION_MINOR}: upgrade)",
+                desc.version_major, desc.version_minor
+            )
+        } else {
+            String::new()
+        };
         return Err(Error::corrupted(
             path,
-            format!("unknown ring kind {}", desc.kind),
+            format!("unknown ring kind {}{newer}", desc.kind),
         ));
     };
     if desc.flags & !KNOWN_FLAGS != 0 {
@@ -445,8 +529,15 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
             format!("unknown flags {:#x}", desc.flags & !KNOWN_FLAGS),
         ));
     }
-    let layout = Layout::new(kind, desc.capacity, desc.slot_size, desc.slot_align)
-        .map_err(|e| Error::corrupted(path, format!("layout out of range: {e}")))?;
+    let layout = Layout::with_roles(
+        kind,
+        desc.capacity,
+        desc.slot_size,
+        desc.slot_align,
+        desc.max_producers,
+        desc.max_consumers,
+    )
+    .map_err(|e| Error::corrupted(path, format!("layout out of range: {e}")))?;
     let consistent = layout.total_size == desc.total_size
         && layout.data_offset == desc.data_offset
         && layout.data_size == desc.data_size
@@ -524,8 +615,8 @@ mod tests {
         assert!(matches!(
             validate(&d, p, layout.total_size),
             Err(Error::VersionMismatch {
-                found: (2, 0),
-                supported: (1, 0),
+                found: (2, 1),
+                supported: (VERSION_MAJOR, VERSION_MINOR),
                 ..
             })
         ));
@@ -580,5 +671,23 @@ mod tests {
         assert!(Layout::new(Kind::Spsc, 3, 8, 8).is_err());
         assert!(Layout::new(Kind::Spsc, 4, 8, 3).is_err());
         assert!(Layout::new(Kind::Frames, 32, 1, 1).is_err());
+        assert!(Layout::with_roles(Kind::Mpmc, 4, 8, 8, 0, 1).is_err());
+        assert!(Layout::with_roles(Kind::Mpmc, 4, 8, 8, 1, MAX_ROLES + 1).is_err());
+        assert!(Layout::with_roles(Kind::Spsc, 4, 8, 8, 2, 1).is_err());
+    }
+
+    #[test]
+    fn mpmc_layout_has_claim_lines_and_aligned_slots() {
+        let l = Layout::with_roles(Kind::Mpmc, 8, 24, 8, 3, 2).unwrap();
+        assert_eq!(l.slot_stride, 32);
+        assert_eq!(
+            l.data_offset - l.control_offset,
+            ((MPMC_CLAIMS_LINE + 5) * LINE) as u64
+        );
+        let l = Layout::with_roles(Kind::Mpmc, 8, 8, 64, 1, 1).unwrap();
+        assert_eq!(mpmc_payload_offset(64), 64);
+        assert_eq!(l.slot_stride, 128);
+        let desc = descriptor_for(&l, 1, 0, 0o600, 1, 2);
+        assert_eq!(validate(&desc, Path::new("x"), l.total_size).unwrap(), l);
     }
 }

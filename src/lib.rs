@@ -31,6 +31,7 @@
 pub mod error;
 pub mod frames;
 pub mod header;
+pub mod mpmc;
 mod role;
 pub mod segment;
 pub mod spsc;

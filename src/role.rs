@@ -6,7 +6,13 @@
 //! record at [`ROLE_ATTACHED`], but the kernel released its OFD lock; that
 //! costs an `fcntl`, so it is checked only once every [`LOCK_CHECK_EVERY`]
 //! consecutive empty (or full) polls, never per message.
+//!
+//! On MPMC rings a side watches a range of peer roles (all the producers, or
+//! all the consumers): they are gone when none is attached and at least one
+//! ever was. Their records are scanned every [`SCAN_EVERY`] idle polls, not
+//! on every poll.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,30 +28,79 @@ pub(crate) const CONSUMER: u32 = 1;
 
 /// How many consecutive unproductive polls between two lock checks.
 pub(crate) const LOCK_CHECK_EVERY: u32 = 1024;
+/// How many consecutive unproductive polls between two scans of the peers'
+/// records on rings with several peers.
+pub(crate) const SCAN_EVERY: u32 = 64;
 
-fn role_name(index: u32) -> &'static str {
-    if index == PRODUCER {
-        "producer"
-    } else {
-        "consumer"
-    }
+/// What the peers' records and locks say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peers {
+    /// Some peer is attached (or its lock was not checked this time).
+    Present,
+    /// No peer ever attached.
+    NeverSeen,
+    /// Peers were attached, none is now.
+    Gone,
 }
 
 /// A held role. Dropping it marks the record detached and releases the lock.
 pub(crate) struct Side {
     seg: Arc<Segment>,
     me: u32,
-    peer: u32,
+    peers: Range<u32>,
     idle_polls: u32,
 }
 
 impl Side {
     /// Takes role `me` on `seg`; `peer` is the role whose liveness matters.
     pub(crate) fn attach(seg: Arc<Segment>, me: u32, peer: u32) -> Result<Side> {
+        let name = if me == PRODUCER {
+            "producer"
+        } else {
+            "consumer"
+        };
+        Side::attach_any(seg, me..me + 1, peer..peer + 1, name)
+    }
+
+    /// Takes the first free role in `candidates` (named `name` in errors);
+    /// `peers` are the roles whose liveness matters.
+    pub(crate) fn attach_any(
+        seg: Arc<Segment>,
+        candidates: Range<u32>,
+        peers: Range<u32>,
+        name: &str,
+    ) -> Result<Side> {
         // Every process with a ring side registers for the asymmetric
         // barrier that makes publishing fence-free (see `wait`).
         crate::wait::barrier::init();
-        seg.lock_role(me, role_name(me))?;
+        let mut taken = None;
+        let mut me = None;
+        for index in candidates.clone() {
+            match seg.lock_role(index, name) {
+                Ok(()) => {
+                    me = Some(index);
+                    break;
+                }
+                Err(e @ crate::Error::RoleTaken { .. }) => taken = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(me) = me else {
+            return Err(match taken {
+                Some(crate::Error::RoleTaken { path, pid, .. }) if candidates.len() == 1 => {
+                    crate::Error::RoleTaken {
+                        path,
+                        role: name.to_string(),
+                        pid,
+                    }
+                }
+                _ => crate::Error::RoleTaken {
+                    path: seg.path().to_path_buf(),
+                    role: format!("all {} {name} roles", candidates.len()),
+                    pid: None,
+                },
+            });
+        };
         if let Some(rec) = seg.role_record(me) {
             rec.pid.store(std::process::id(), Ordering::Relaxed);
             // Release: a peer that sees ATTACHED also sees our pid.
@@ -54,7 +109,7 @@ impl Side {
         Ok(Side {
             seg,
             me,
-            peer,
+            peers,
             idle_polls: 0,
         })
     }
@@ -62,6 +117,35 @@ impl Side {
     /// The segment.
     pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.seg
+    }
+
+    /// The role this side holds.
+    pub(crate) fn role(&self) -> u32 {
+        self.me
+    }
+
+    /// Scans the peers' records; checks the locks of attached ones only if
+    /// `check_locks` (one `fcntl` each), otherwise counts them as present.
+    fn scan(&self, check_locks: bool) -> Peers {
+        let mut seen = false;
+        for index in self.peers.clone() {
+            let Some(rec) = self.seg.role_record(index) else {
+                continue;
+            };
+            // Acquire: pairs with the peer's release store of DETACHED, made
+            // after its last publish (see `peer_gone`).
+            match rec.state.load(Ordering::Acquire) {
+                ROLE_NEVER => {}
+                ROLE_DETACHED => seen = true,
+                _ => {
+                    seen = true;
+                    if !check_locks || self.seg.role_alive(index) {
+                        return Peers::Present;
+                    }
+                }
+            }
+        }
+        if seen { Peers::Gone } else { Peers::NeverSeen }
     }
 
     /// Called after a productive poll: resets the idle counter.
@@ -73,7 +157,15 @@ impl Side {
     /// Has the peer gone (detached cleanly, or died)? `false` while it never
     /// attached: a side that starts first waits for its peer.
     pub(crate) fn peer_gone(&mut self) -> bool {
-        let Some(rec) = self.seg.role_record(self.peer) else {
+        if self.peers.len() != 1 {
+            self.idle_polls = self.idle_polls.wrapping_add(1);
+            if !self.idle_polls.is_multiple_of(SCAN_EVERY) {
+                return false;
+            }
+            return self.scan(self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY)) == Peers::Gone;
+        }
+        let peer = self.peers.start;
+        let Some(rec) = self.seg.role_record(peer) else {
             return false;
         };
         // Acquire: pairs with the peer's release store of DETACHED, made
@@ -87,31 +179,25 @@ impl Side {
                 if !self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY) {
                     return false;
                 }
-                !self.seg.role_alive(self.peer)
+                !self.seg.role_alive(peer)
             }
         }
     }
 
-    /// Has the peer gone, checking its lock now (one system call) rather
-    /// than on the counter's schedule? `false` while it never attached.
+    /// Have the peers gone, checking their locks now (one system call per
+    /// attached peer) rather than on the counter's schedule? `false` while
+    /// none ever attached.
     pub(crate) fn peer_gone_now(&self) -> bool {
-        let Some(rec) = self.seg.role_record(self.peer) else {
-            return false;
-        };
-        // Acquire: as in `peer_gone`.
-        match rec.state.load(Ordering::Acquire) {
-            ROLE_DETACHED => true,
-            ROLE_NEVER => false,
-            _ => !self.seg.role_alive(self.peer),
-        }
+        self.scan(true) == Peers::Gone
     }
 
-    /// Checks the peer's lock now (one system call), whatever the counters.
+    /// Is some peer attached and alive right now? (Checks the locks.)
     pub(crate) fn peer_alive_now(&self) -> bool {
-        match self.seg.role_record(self.peer) {
-            Some(rec) if rec.state.load(Ordering::Acquire) == ROLE_DETACHED => false,
-            _ => self.seg.role_alive(self.peer),
-        }
+        self.peers.clone().any(|index| {
+            self.seg.role_record(index).is_some_and(|rec| {
+                rec.state.load(Ordering::Acquire) != ROLE_DETACHED && self.seg.role_alive(index)
+            })
+        })
     }
 }
 

@@ -9,3 +9,13 @@ pub(crate) use std::sync::atomic;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic;
+
+/// A pause in a retry loop: a CPU spin hint, or under loom a yield so the
+/// model lets other threads run.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}

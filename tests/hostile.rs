@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
-use shmring::spsc::{self, Consumer, Producer, TryPopError};
+use shmring::mpmc;
+use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::{Layout, SegmentOptions};
 
 /// How long a victim runs before it reports "timeout" (its own bound).
@@ -25,6 +26,7 @@ fn victim_child() {
     let deadline = Instant::now() + Duration::from_secs(VICTIM_SECS);
     let mut out = Vec::new();
     let mut got = 0u64;
+    let mut skipped = 0u64;
     let verdict: String = loop {
         if Instant::now() >= deadline {
             break "timeout".into();
@@ -94,15 +96,87 @@ fn victim_child() {
                     Err(e) => panic!("{e}"),
                 }
             }
+            "mpmc-consumer" => {
+                thread_local! { static RX: std::cell::RefCell<Option<mpmc::Consumer<u64>>> = const { std::cell::RefCell::new(None) }; }
+                let r = RX.with(|rx| {
+                    let mut rx = rx.borrow_mut();
+                    let rx = rx.get_or_insert_with(|| {
+                        let c = mpmc::Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        println!("ready");
+                        c
+                    });
+                    let mut buf = [0u64; 7];
+                    let r = match got % 3 {
+                        0 => rx.try_pop().map(|_| 1),
+                        1 => rx.pop_into(&mut buf),
+                        _ => rx.read_slot().map(|s| usize::from(*s.get() != u64::MAX)),
+                    };
+                    (r, rx.stats().skipped)
+                });
+                skipped = r.1;
+                match r.0 {
+                    Ok(n) => got += n as u64,
+                    Err(TryPopError::Empty) => std::thread::yield_now(),
+                    Err(TryPopError::Disconnected) => break "disconnected".into(),
+                    Err(TryPopError::Corrupted(w)) => break format!("corrupted: {w}"),
+                }
+            }
+            "mpmc-producer" => {
+                thread_local! { static TX: std::cell::RefCell<Option<mpmc::Producer<u64>>> = const { std::cell::RefCell::new(None) }; }
+                let r = TX.with(|tx| {
+                    let mut tx = tx.borrow_mut();
+                    let tx = tx.get_or_insert_with(|| {
+                        let p = mpmc::Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        println!("ready");
+                        p
+                    });
+                    match got % 2 {
+                        0 => tx.try_push(got).map(|()| 1).map_err(|e| match e {
+                            TryPushError::Full(_) => TryPushError::Full(()),
+                            TryPushError::Disconnected(_) => TryPushError::Disconnected(()),
+                            TryPushError::Corrupted(_, w) => TryPushError::Corrupted((), w),
+                        }),
+                        _ => tx.push_slice(&[1, 2, 3]),
+                    }
+                });
+                match r {
+                    Ok(n) => got += n as u64,
+                    Err(TryPushError::Full(())) => std::thread::yield_now(),
+                    Err(TryPushError::Disconnected(())) => break "disconnected".into(),
+                    Err(TryPushError::Corrupted((), w)) => break format!("corrupted: {w}"),
+                }
+            }
             other => panic!("unknown role {other}"),
         }
     };
-    println!("verdict {verdict} after {got}");
+    println!("verdict {verdict} after {got} (skipped {skipped})");
     std::process::exit(0);
 }
 
 /// The words a hostile peer writes to, as (description, offset).
 fn targets(l: &Layout) -> Vec<(String, u64)> {
+    if l.kind == shmring::Kind::Mpmc {
+        let claims = l.control_offset + 5 * 128;
+        let mut t = vec![
+            ("enqueue position".to_string(), l.control_offset),
+            ("dequeue position".to_string(), l.control_offset + 128),
+            ("skipped counter".to_string(), l.control_offset + 4 * 128),
+            ("producer 0 claim".to_string(), claims),
+            ("producer 0 claim length".to_string(), claims + 8),
+            (
+                "consumer 0 claim".to_string(),
+                claims + u64::from(l.max_producers) * 128,
+            ),
+            ("producer role record".to_string(), l.roles_offset),
+            ("header capacity".to_string(), 32),
+        ];
+        for i in [0, 1, l.capacity / 2, l.capacity - 1] {
+            let slot = l.data_offset + i * l.slot_stride;
+            t.push((format!("slot {i} sequence"), slot));
+            t.push((format!("slot {i} message"), slot + 8));
+        }
+        return t;
+    }
     let mut t = vec![
         ("tail".to_string(), l.control_offset),
         ("frames produced".to_string(), l.control_offset + 8),
@@ -135,14 +209,11 @@ fn values(current: u64) -> [u64; 5] {
 /// scribbles `value_index` values into `target`.
 fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> String {
     let dir = TestDir::new("hostile");
-    let layout = match kind {
-        "typed" => spsc::layout::<u64>(64).unwrap(),
-        _ => frames::layout(4096).unwrap(),
-    };
-    let type_id = if kind == "typed" {
-        spsc::type_id::<u64>()
-    } else {
-        0
+    let layout = layout_of(kind);
+    let type_id = match kind {
+        "typed" => spsc::type_id::<u64>(),
+        "mpmc" => mpmc::type_id::<u64>(),
+        _ => 0,
     };
     let seg = Arc::new(
         SegmentOptions::new()
@@ -181,10 +252,14 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
         Typed(Producer<u64>),
         Frames(FrameProducer),
         FrameRx(FrameConsumer),
+        MpmcTx(mpmc::Producer<u64>),
+        MpmcRx(mpmc::Consumer<u64>),
     }
     let mut peer = match victim {
         "typed-consumer" => Peer::Typed(Producer::attach(seg.clone()).unwrap()),
         "frame-consumer" => Peer::Frames(FrameProducer::attach(seg.clone()).unwrap()),
+        "mpmc-consumer" => Peer::MpmcTx(mpmc::Producer::attach(seg.clone()).unwrap()),
+        "mpmc-producer" => Peer::MpmcRx(mpmc::Consumer::attach(seg.clone()).unwrap()),
         _ => Peer::FrameRx(FrameConsumer::attach(seg.clone()).unwrap()),
     };
     let file = std::fs::OpenOptions::new()
@@ -217,6 +292,12 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
             Peer::FrameRx(rx) => {
                 let _ = rx.try_recv(&mut buf);
             }
+            Peer::MpmcTx(tx) => {
+                let _ = tx.try_push(n);
+            }
+            Peer::MpmcRx(rx) => {
+                let _ = rx.try_pop();
+            }
         }
         n += 1;
         if n.is_multiple_of(64) {
@@ -242,12 +323,16 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
     format!("{victim} / {what} / value {value_index}: {}", rest.trim())
 }
 
+fn layout_of(kind: &str) -> Layout {
+    match kind {
+        "typed" => spsc::layout::<u64>(64).unwrap(),
+        "mpmc" => mpmc::layout_with_roles::<u64>(64, 4, 4).unwrap(),
+        _ => frames::layout(4096).unwrap(),
+    }
+}
+
 fn run_all(kind: &str, victim: &str) {
-    let layout = if kind == "typed" {
-        spsc::layout::<u64>(64).unwrap()
-    } else {
-        frames::layout(4096).unwrap()
-    };
+    let layout = layout_of(kind);
     let mut corrupted = 0;
     // Every target once, each with one kind of value, rotating so that
     // every kind (random, all-ones, zero, stale, ahead) hits the indices.
@@ -287,4 +372,20 @@ fn hostile_peer_vs_frame_producer() {
         return;
     }
     run_all("frames", "frame-producer");
+}
+
+#[test]
+fn hostile_peer_vs_mpmc_consumer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("mpmc", "mpmc-consumer");
+}
+
+#[test]
+fn hostile_peer_vs_mpmc_producer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("mpmc", "mpmc-producer");
 }

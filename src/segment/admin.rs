@@ -105,6 +105,14 @@ pub struct Inspection {
     /// Wait counters of the space direction (producers sleeping for room).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_space: Option<crate::wait::WaitCounters>,
+    /// MPMC: slots skipped because the producer that claimed them died
+    /// before publishing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
+    /// MPMC: messages put back because the consumer that claimed them died
+    /// before releasing them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelivered: Option<u64>,
 }
 
 impl Inspection {
@@ -135,6 +143,8 @@ impl Inspection {
             uid: 0,
             wait_data: None,
             wait_space: None,
+            skipped: None,
+            redelivered: None,
         }
     }
 }
@@ -181,14 +191,14 @@ fn occupancy(file: &File, layout: &Layout) -> Option<(u64, Option<u64>)> {
     let head = read_u64(file, consumer)?;
     let used = tail.wrapping_sub(head);
     let limit = match layout.kind {
-        header::Kind::Spsc => layout.capacity,
+        header::Kind::Spsc | header::Kind::Mpmc => layout.capacity,
         header::Kind::Frames => layout.data_size,
     };
     if used > limit {
         return None;
     }
     match layout.kind {
-        header::Kind::Spsc => Some((used, None)),
+        header::Kind::Spsc | header::Kind::Mpmc => Some((used, None)),
         header::Kind::Frames => {
             let produced = read_u64(file, producer + 8)?;
             let consumed = read_u64(file, consumer + 8)?;
@@ -262,8 +272,13 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     };
     info.kind = Some(layout.kind.name().to_string());
     info.capacity = Some(layout.capacity);
-    if layout.kind == header::Kind::Spsc {
+    if layout.kind != header::Kind::Frames {
         info.slot_size = Some(layout.slot_size);
+    }
+    if layout.kind == header::Kind::Mpmc {
+        let stats = layout.control_offset + (header::MPMC_STATS_LINE * LINE) as u64;
+        info.skipped = read_u64(&file, stats);
+        info.redelivered = read_u64(&file, stats + 8);
     }
     match occupancy(&file, &layout) {
         Some((msgs, bytes)) => {
@@ -298,6 +313,10 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         let lock_at = layout.total_size + u64::from(index);
         let alive = locks.iter().any(|l| !l.is_flock && l.start == lock_at);
         let pid = read_u32(&file, layout.role_record_offset(index)).unwrap_or(0);
+        // Many-role rings list only the roles that were ever held.
+        if layout.kind == header::Kind::Mpmc && pid == 0 && !alive {
+            continue;
+        }
         info.roles.push(RoleInfo {
             role: role.to_string(),
             alive,

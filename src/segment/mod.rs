@@ -275,8 +275,12 @@ impl SegmentOptions {
             .map_err(|e| Error::io(path, "pwrite", e))?;
         test_pause();
         let seg = Segment::map(name, path, file, desc, *layout, &meta)?;
-        // Every ring starts zeroed (fallocate), which is each ring's empty
-        // state. Publish: the release store orders every byte written above
+        // Every ring starts zeroed (fallocate), which is the empty state of
+        // SPSC and frame rings; MPMC slots need their sequence numbers.
+        if layout.kind == header::Kind::Mpmc {
+            crate::mpmc::initialize(&seg)?;
+        }
+        // Publish: the release store orders every byte written above
         // before READY for a reader that loads READY with acquire.
         seg.live()
             .state
