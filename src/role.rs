@@ -9,8 +9,8 @@
 //!
 //! On MPMC rings a side watches a range of peer roles (all the producers, or
 //! all the consumers): they are gone when none is attached and at least one
-//! ever was. Their records are scanned every [`SCAN_EVERY`] idle polls, not
-//! on every poll.
+//! ever was. Their records are scanned on the first idle poll and then every
+//! [`SCAN_EVERY`] idle polls, not on every poll.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -158,8 +158,10 @@ impl Side {
     /// attached: a side that starts first waits for its peer.
     pub(crate) fn peer_gone(&mut self) -> bool {
         if self.peers.len() != 1 {
+            // Scan on the first idle poll after activity (a clean detach
+            // is seen at once) and then every SCAN_EVERY.
             self.idle_polls = self.idle_polls.wrapping_add(1);
-            if !self.idle_polls.is_multiple_of(SCAN_EVERY) {
+            if self.idle_polls % SCAN_EVERY != 1 {
                 return false;
             }
             return self.scan(self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY)) == Peers::Gone;

@@ -194,3 +194,117 @@ fn bench_json_has_the_documented_keys_and_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "bench left {left:?}");
 }
+
+#[test]
+fn several_senders_and_receivers_share_an_mpmc_ring() {
+    const LINES: u64 = 20_000;
+    let dir = TestDir::new("cli-mpmc");
+    let (code, _, err) = shmring(
+        &dir.path,
+        &[
+            "create",
+            "q",
+            "--kind",
+            "mpmc",
+            "--capacity",
+            "16",
+            "--slot-size",
+            "32",
+            "--producers",
+            "4",
+            "--consumers",
+            "4",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Their output is read while they run (it outgrows a pipe's buffer).
+    let receivers: Vec<_> = (0..2)
+        .map(|_| {
+            let r = recv(&dir, &["q"]);
+            std::thread::spawn(move || r.output_within(Duration::from_secs(120)))
+        })
+        .collect();
+    // Each sender's stdin stays open until both senders are attached, so
+    // the receivers cannot see "every producer gone" before the end.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+    let mut senders = Vec::new();
+    for prefix in ["a", "b"] {
+        let mut child = shmring_bin()
+            .arg("--dir")
+            .arg(&dir.path)
+            .args(["send", "q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let gate = gate.clone();
+        let feeder = std::thread::spawn(move || {
+            {
+                let mut w = std::io::BufWriter::new(&mut stdin);
+                for i in 1..=LINES {
+                    writeln!(w, "{prefix}{i}").unwrap();
+                }
+            }
+            let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
+        });
+        senders.push((ChildGuard(Some(child)), feeder));
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let (_, out, _) = shmring(&dir.path, &["stat", "q", "--json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["role"] == "producer" && r["alive"] == true)
+                .count()
+                == 2
+        }),
+        "both senders should attach"
+    );
+    for _ in 0..2 {
+        release.send(()).unwrap();
+    }
+    for (mut child, feeder) in senders {
+        feeder.join().unwrap();
+        assert!(child.wait_within(Duration::from_secs(60)).success());
+    }
+    let mut all = Vec::new();
+    for r in receivers {
+        let out = r.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        // Per sender, each receiver sees lines in the order they were sent.
+        for prefix in ['a', 'b'] {
+            let seq: Vec<u64> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(seq.windows(2).all(|w| w[0] < w[1]), "out of order");
+        }
+        all.extend(text.lines().map(str::to_string));
+    }
+    all.sort();
+    let mut expect: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|p| (1..=LINES).map(move |i| format!("{p}{i}")))
+        .collect();
+    expect.sort();
+    assert_eq!(all, expect, "lost or repeated lines");
+    let (_, out, _) = shmring(&dir.path, &["stat", "q", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "mpmc");
+    assert_eq!(v["skipped"], 0);
+    assert_eq!(v["len"], 0);
+    assert_eq!(shmring(&dir.path, &["rm", "q"]).0, 0);
+    dir.finish();
+}

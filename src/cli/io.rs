@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::frames::{FrameConsumer, FrameProducer, ReserveError};
+use shmring::mpmc::{BytesConsumer, BytesProducer};
 use shmring::spsc::PopError;
 use shmring::wait::WaitStrategy;
-use shmring::{Error, Layout, Segment, SegmentOptions};
+use shmring::{Error, Kind, Layout, Segment, SegmentOptions};
 
 fn attach(dir: &Path, name: &str, create: Option<Layout>) -> Result<Arc<Segment>, Error> {
     let opts = SegmentOptions::new().dir(dir);
@@ -41,6 +42,101 @@ fn corrupted(seg: &Segment, what: String) -> Error {
     }
 }
 
+/// The sending half of a frame ring or of a byte-slot MPMC ring.
+enum Tx {
+    Frames(FrameProducer),
+    Mpmc(BytesProducer),
+}
+
+impl Tx {
+    fn attach(seg: &Arc<Segment>) -> Result<Tx, Error> {
+        Ok(match seg.layout().kind {
+            Kind::Mpmc => Tx::Mpmc(BytesProducer::attach(seg.clone())?),
+            _ => Tx::Frames(FrameProducer::attach(seg.clone())?),
+        })
+    }
+
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        match self {
+            Tx::Frames(t) => t.set_wait_strategy(strategy),
+            Tx::Mpmc(t) => t.set_wait_strategy(strategy),
+        }
+    }
+
+    fn send_timeout(&mut self, msg: &[u8], limit: Option<Duration>) -> Result<(), ReserveError> {
+        match self {
+            Tx::Frames(t) => t.send_timeout(msg, limit),
+            Tx::Mpmc(t) => t.send_timeout(msg, limit),
+        }
+    }
+
+    fn is_consumer_alive(&self) -> bool {
+        match self {
+            Tx::Frames(t) => t.is_consumer_alive(),
+            Tx::Mpmc(t) => t.is_consumer_alive(),
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        match self {
+            Tx::Frames(t) => t.is_drained(),
+            Tx::Mpmc(t) => t.is_empty(),
+        }
+    }
+}
+
+/// The receiving half of a frame ring or of a byte-slot MPMC ring.
+enum Rx {
+    Frames(FrameConsumer),
+    Mpmc(BytesConsumer),
+}
+
+impl Rx {
+    fn attach(seg: &Arc<Segment>) -> Result<Rx, Error> {
+        Ok(match seg.layout().kind {
+            Kind::Mpmc => Rx::Mpmc(BytesConsumer::attach(seg.clone())?),
+            _ => Rx::Frames(FrameConsumer::attach(seg.clone())?),
+        })
+    }
+
+    fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        match self {
+            Rx::Frames(r) => r.set_wait_strategy(strategy),
+            Rx::Mpmc(r) => r.set_wait_strategy(strategy),
+        }
+    }
+
+    /// Receives one message, handing its bytes to `sink`.
+    fn recv_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+        buf: &mut Vec<u8>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<Result<(), PopError>, Error> {
+        match self {
+            Rx::Frames(r) => match r.read_timeout(timeout) {
+                Ok(frame) => {
+                    sink(&frame)?;
+                    frame.release();
+                    Ok(Ok(()))
+                }
+                Err(e) => Ok(Err(e)),
+            },
+            Rx::Mpmc(r) => match r.recv_timeout(buf, timeout) {
+                Ok(()) => sink(buf).map(Ok),
+                Err(e) => Ok(Err(e)),
+            },
+        }
+    }
+
+    fn is_producer_alive(&self) -> bool {
+        match self {
+            Rx::Frames(r) => r.is_producer_alive(),
+            Rx::Mpmc(r) => r.is_producer_alive(),
+        }
+    }
+}
+
 pub(super) fn send(
     dir: &Path,
     name: &str,
@@ -49,7 +145,7 @@ pub(super) fn send(
     strategy: WaitStrategy,
 ) -> Result<(), Error> {
     let seg = attach(dir, name, create)?;
-    let mut tx = FrameProducer::attach(seg.clone())?;
+    let mut tx = Tx::attach(&seg)?;
     tx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);
     let stdin = std::io::stdin();
@@ -113,6 +209,12 @@ pub(super) fn send(
     Ok(())
 }
 
+fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
+    out.write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Error::io("stdout", "write", e))
+}
+
 pub(super) fn recv(
     dir: &Path,
     name: &str,
@@ -122,13 +224,14 @@ pub(super) fn recv(
     strategy: WaitStrategy,
 ) -> Result<(), Error> {
     let seg = attach(dir, name, create)?;
-    let mut rx = FrameConsumer::attach(seg.clone())?;
+    let mut rx = Rx::attach(&seg)?;
     rx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let write_err = |e: std::io::Error| Error::io("stdout", "write", e);
     let mut received = 0u64;
+    let mut buf = Vec::new();
     // A producer of an earlier session may have left its record marked
     // detached: `Disconnected` ends the run only once a producer was seen.
     let mut seen_producer = false;
@@ -136,34 +239,30 @@ pub(super) fn recv(
     while count.is_none_or(|c| received < c) {
         // Flush before blocking, so a reader of our output sees every line
         // that has arrived.
-        let frame = match rx.read_timeout(Some(Duration::ZERO)) {
-            Ok(f) => Ok(f),
-            Err(PopError::Timeout) => {
-                out.flush().map_err(write_err)?;
-                let left = limit.map(|l| l.saturating_sub(idle_since.elapsed()));
-                if left == Some(Duration::ZERO) {
-                    return Err(timeout_error(
-                        &seg,
-                        "waiting for a message",
-                        limit.unwrap_or_default(),
-                    ));
-                }
-                // Before a producer was seen, wake up now and then to look
-                // for one; after, sleep until a message or the deadline.
-                let slice = if seen_producer {
-                    left
-                } else {
-                    Some(left.unwrap_or(Duration::MAX).min(Duration::from_millis(20)))
-                };
-                rx.read_timeout(slice)
+        let mut got = rx.recv_timeout(Some(Duration::ZERO), &mut buf, &mut |b| {
+            write_line(&mut out, b)
+        })?;
+        if got == Err(PopError::Timeout) {
+            out.flush().map_err(write_err)?;
+            let left = limit.map(|l| l.saturating_sub(idle_since.elapsed()));
+            if left == Some(Duration::ZERO) {
+                return Err(timeout_error(
+                    &seg,
+                    "waiting for a message",
+                    limit.unwrap_or_default(),
+                ));
             }
-            Err(e) => Err(e),
-        };
-        match frame {
-            Ok(frame) => {
-                out.write_all(&frame).map_err(write_err)?;
-                out.write_all(b"\n").map_err(write_err)?;
-                frame.release();
+            // Before a producer was seen, wake up now and then to look
+            // for one; after, sleep until a message or the deadline.
+            let slice = if seen_producer {
+                left
+            } else {
+                Some(left.unwrap_or(Duration::MAX).min(Duration::from_millis(20)))
+            };
+            got = rx.recv_timeout(slice, &mut buf, &mut |b| write_line(&mut out, b))?;
+        }
+        match got {
+            Ok(()) => {
                 received += 1;
                 seen_producer = true;
                 idle_since = Instant::now();

@@ -36,6 +36,9 @@ enum KindArg {
     Frames,
     /// Fixed-size slots of slot-size bytes, one producer, one consumer.
     Spsc,
+    /// Fixed-size slots of slot-size bytes, many producers and consumers
+    /// (`send`/`recv` carry lines of up to slot-size - 4 bytes).
+    Mpmc,
 }
 
 /// `--wait`: how blocking sends and receives wait.
@@ -69,12 +72,26 @@ struct Shape {
     /// Bytes per slot.
     #[arg(long, default_value_t = 64)]
     slot_size: u32,
+    /// MPMC rings: producer roles (processes that may send at once).
+    #[arg(long, default_value_t = shmring::header::DEFAULT_MPMC_ROLES)]
+    producers: u32,
+    /// MPMC rings: consumer roles.
+    #[arg(long, default_value_t = shmring::header::DEFAULT_MPMC_ROLES)]
+    consumers: u32,
 }
 
 impl Shape {
     fn layout(self, kind: KindArg) -> Result<Layout, Error> {
         match kind {
             KindArg::Spsc => Layout::new(Kind::Spsc, self.capacity, self.slot_size, 8),
+            KindArg::Mpmc => Layout::with_roles(
+                Kind::Mpmc,
+                self.capacity,
+                self.slot_size,
+                8,
+                self.producers,
+                self.consumers,
+            ),
             KindArg::Frames => {
                 let bytes = self
                     .capacity
@@ -135,13 +152,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send each line of stdin as one frame (waits while the ring is full).
+    /// Send each line of stdin as one message of a frame or MPMC ring
+    /// (waits while the ring is full).
     Send {
         /// Ring name.
         name: String,
         /// Create the ring if it does not exist (either side may come first).
         #[arg(long)]
         create: bool,
+        /// With --create: what kind of ring to create.
+        #[arg(long, value_enum, default_value = "frames")]
+        kind: KindArg,
         #[command(flatten)]
         shape: Shape,
         /// Give up after this many milliseconds without progress (exit 3).
@@ -151,13 +172,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "park")]
         wait: WaitArg,
     },
-    /// Print each received frame as one line.
+    /// Print each received message (frame or MPMC slot) as one line.
     Recv {
         /// Ring name.
         name: String,
         /// Create the ring if it does not exist (either side may come first).
         #[arg(long)]
         create: bool,
+        /// With --create: what kind of ring to create.
+        #[arg(long, value_enum, default_value = "frames")]
+        kind: KindArg,
         #[command(flatten)]
         shape: Shape,
         /// Exit 0 after this many messages.
@@ -227,19 +251,21 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Send {
             name,
             create,
+            kind,
             shape,
             timeout,
             wait,
         } => io::send(
             &dir,
             &name,
-            create.then_some(shape.layout(KindArg::Frames)?),
+            create.then_some(shape.layout(kind)?),
             timeout,
             wait.strategy(),
         ),
         Command::Recv {
             name,
             create,
+            kind,
             shape,
             count,
             timeout,
@@ -247,7 +273,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         } => io::recv(
             &dir,
             &name,
-            create.then_some(shape.layout(KindArg::Frames)?),
+            create.then_some(shape.layout(kind)?),
             count,
             timeout,
             wait.strategy(),
@@ -374,6 +400,18 @@ fn print_stat(i: &Inspection) {
     line("size_bytes", i.size_bytes.to_string());
     line("persistent", i.persistent.to_string());
     line("len", opt(i.len));
+    if let Some(n) = i.skipped {
+        line(
+            "skipped",
+            format!("{n} (slots whose producer died mid-write)"),
+        );
+    }
+    if let Some(n) = i.redelivered {
+        line(
+            "redelivered",
+            format!("{n} (messages whose consumer died holding them)"),
+        );
+    }
     if let Some(b) = i.bytes_used {
         line("bytes_used", b.to_string());
     }
