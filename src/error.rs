@@ -182,6 +182,31 @@ pub enum Error {
         pids: Vec<i32>,
     },
 
+    /// Huge pages were required but cannot be had.
+    #[error(
+        "{path}: huge pages required but unavailable: {reason}. Reserve more with `sysctl vm.nr_hugepages=N` (or write N to /proc/sys/vm/nr_hugepages), or ask for HugePages::Prefer to fall back to normal pages"
+    )]
+    HugePagesUnavailable {
+        /// The object (or directory) that needed them.
+        path: PathBuf,
+        /// What is missing, with the figures (HugePages_Free, page size, or
+        /// the shmem THP setting).
+        reason: String,
+    },
+
+    /// `mlock` of the ring was refused by the locked-memory limit.
+    #[error(
+        "{path}: cannot lock {wanted} bytes in memory: RLIMIT_MEMLOCK is {limit} bytes (of which other mappings may already use some). Raise it with `ulimit -l` (KiB), LimitMEMLOCK= in a systemd unit or /etc/security/limits.conf, or grant CAP_IPC_LOCK"
+    )]
+    MemoryLockLimit {
+        /// The object.
+        path: PathBuf,
+        /// Bytes to lock.
+        wanted: u64,
+        /// The soft limit in bytes (`u64::MAX`: unlimited).
+        limit: u64,
+    },
+
     /// A system call failed in a way none of the variants above describes.
     #[error("{path}: {call} failed: {source}")]
     Io {

@@ -54,6 +54,67 @@ pub const STATE_READY: u32 = 0x5944_4552;
 
 /// Descriptor flag: the ring is kept when its last user detaches.
 pub const FLAG_PERSISTENT: u32 = 1 << 0;
+/// Backing bits 0..2: huge pages were not asked for.
+pub const BACKING_HUGE_OFF: u32 = 0;
+/// Backing bits 0..2: huge pages preferred (fall back to normal pages).
+pub const BACKING_HUGE_PREFER: u32 = 1;
+/// Backing bits 0..2: huge pages required.
+pub const BACKING_HUGE_REQUIRE: u32 = 2;
+/// Mask of the huge-page request.
+pub const BACKING_HUGE_MASK: u32 = 3;
+/// Backing bit: pages are prefaulted (`MAP_POPULATE`) on every attach.
+pub const BACKING_POPULATE: u32 = 1 << 2;
+/// Backing bit: pages are locked (`mlock`) on every attach.
+pub const BACKING_LOCK: u32 = 1 << 3;
+/// Backing bit: an anonymous memfd, not a named file.
+pub const BACKING_MEMFD: u32 = 1 << 4;
+/// Backing bit: huge pages are in use (hugetlbfs, or transparent huge
+/// pages advised on shmem).
+pub const BACKING_HUGE_ACTIVE: u32 = 1 << 5;
+/// Every backing bit this version understands (plus the fallback code).
+pub const KNOWN_BACKING: u32 = 0x3f | 0xff00;
+
+/// Why preferred huge pages were not used, recorded at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugeFallback {
+    /// Transparent huge pages for shared memory are disabled
+    /// (`/sys/kernel/mm/transparent_hugepage/shmem_enabled`).
+    ShmemThpDisabled,
+    /// Not enough free huge pages (`HugePages_Free`).
+    NoFreePages,
+}
+
+impl HugeFallback {
+    /// The code stored in bits 8..16 of `backing`.
+    pub const fn code(self) -> u32 {
+        match self {
+            HugeFallback::ShmemThpDisabled => 1,
+            HugeFallback::NoFreePages => 2,
+        }
+    }
+
+    /// Decodes bits 8..16 of `backing`.
+    pub const fn from_backing(backing: u32) -> Option<HugeFallback> {
+        match (backing >> 8) & 0xff {
+            1 => Some(HugeFallback::ShmemThpDisabled),
+            2 => Some(HugeFallback::NoFreePages),
+            _ => None,
+        }
+    }
+
+    /// In words, for `stat` and the log.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            HugeFallback::ShmemThpDisabled => {
+                "transparent huge pages for shared memory are disabled (/sys/kernel/mm/transparent_hugepage/shmem_enabled); normal pages used"
+            }
+            HugeFallback::NoFreePages => {
+                "not enough free huge pages (HugePages_Free); normal pages used"
+            }
+        }
+    }
+}
+
 /// All flags this version understands.
 pub const KNOWN_FLAGS: u32 = FLAG_PERSISTENT;
 
@@ -187,8 +248,15 @@ pub struct Descriptor {
     /// this name (time-based), so that a re-created ring is told apart even
     /// if the file system reuses the inode number.
     pub generation: u64,
+    /// How the memory is backed and treated: `BACKING_*` bits, and in bits
+    /// 8..16 a [`HugeFallback`] code when huge pages were preferred but not
+    /// used.
+    pub backing: u32,
+    /// Size in KiB of the pages backing the object (4 for normal pages,
+    /// 2048 for 2 MiB huge pages); the object's size is a multiple of it.
+    pub page_size_kib: u32,
     /// Zero; room for minor-version additions.
-    pub reserved: [u64; 17],
+    pub reserved: [u64; 16],
 }
 
 const _: () = {
@@ -215,7 +283,9 @@ const _: () = {
     assert!(offset_of!(Descriptor, mode) == 100);
     assert!(offset_of!(Descriptor, created_unix_ns) == 104);
     assert!(offset_of!(Descriptor, generation) == 112);
-    assert!(offset_of!(Descriptor, reserved) == 120);
+    assert!(offset_of!(Descriptor, backing) == 120);
+    assert!(offset_of!(Descriptor, page_size_kib) == 124);
+    assert!(offset_of!(Descriptor, reserved) == 128);
 };
 
 /// The live line of the header: atomics only.
@@ -476,7 +546,9 @@ pub(crate) fn descriptor_for(
         mode,
         created_unix_ns: now_ns,
         generation: now_ns ^ (u64::from(pid) << 40),
-        reserved: [0; 17],
+        backing: 0,
+        page_size_kib: (PAGE / 1024) as u32,
+        reserved: [0; 16],
     }
 }
 
@@ -538,7 +610,26 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
         desc.max_consumers,
     )
     .map_err(|e| Error::corrupted(path, format!("layout out of range: {e}")))?;
-    let consistent = layout.total_size == desc.total_size
+    // The object may be larger than the layout needs: rounded up to its
+    // backing page size (huge pages), never by a whole page or more.
+    let page = u64::from(desc.page_size_kib) * 1024;
+    if !page.is_power_of_two() || page < PAGE as u64 || page > 1 << 30 {
+        return Err(Error::corrupted(
+            path,
+            format!("page size {} KiB", desc.page_size_kib),
+        ));
+    }
+    if desc.backing & !KNOWN_BACKING != 0 {
+        return Err(Error::corrupted(
+            path,
+            format!("unknown backing bits {:#x}", desc.backing & !KNOWN_BACKING),
+        ));
+    }
+    let rounded = desc.total_size >= layout.total_size
+        && desc.total_size.is_multiple_of(page)
+        && desc.total_size - layout.total_size < page;
+    let mut layout = layout;
+    let consistent = rounded
         && layout.data_offset == desc.data_offset
         && layout.data_size == desc.data_size
         && layout.control_offset == desc.control_offset
@@ -559,6 +650,7 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
             ),
         ));
     }
+    layout.total_size = desc.total_size;
     Ok(layout)
 }
 

@@ -2,7 +2,6 @@
 //! lines out.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +11,11 @@ use shmring::spsc::PopError;
 use shmring::wait::WaitStrategy;
 use shmring::{Error, Kind, Layout, Segment, SegmentOptions};
 
-fn attach(dir: &Path, name: &str, create: Option<Layout>) -> Result<Arc<Segment>, Error> {
-    let opts = SegmentOptions::new().dir(dir);
+fn attach(
+    opts: &SegmentOptions,
+    name: &str,
+    create: Option<Layout>,
+) -> Result<Arc<Segment>, Error> {
     let seg = match create {
         Some(layout) => opts.open_or_create(name, &layout, 0)?,
         None => opts.open(name)?,
@@ -138,13 +140,13 @@ impl Rx {
 }
 
 pub(super) fn send(
-    dir: &Path,
+    opts: &SegmentOptions,
     name: &str,
     create: Option<Layout>,
     timeout_ms: Option<u64>,
     strategy: WaitStrategy,
 ) -> Result<(), Error> {
-    let seg = attach(dir, name, create)?;
+    let seg = attach(opts, name, create)?;
     let mut tx = Tx::attach(&seg)?;
     tx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);
@@ -216,14 +218,14 @@ fn write_line(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
 }
 
 pub(super) fn recv(
-    dir: &Path,
+    opts: &SegmentOptions,
     name: &str,
     create: Option<Layout>,
     count: Option<u64>,
     timeout_ms: Option<u64>,
     strategy: WaitStrategy,
 ) -> Result<(), Error> {
-    let seg = attach(dir, name, create)?;
+    let seg = attach(opts, name, create)?;
     let mut rx = Rx::attach(&seg)?;
     rx.set_wait_strategy(strategy);
     let limit = timeout_ms.map(Duration::from_millis);

@@ -78,9 +78,44 @@ struct Shape {
     /// MPMC rings: consumer roles.
     #[arg(long, default_value_t = shmring::header::DEFAULT_MPMC_ROLES)]
     consumers: u32,
+    /// Huge pages for a ring this creates (in a tmpfs: transparent huge
+    /// pages; use --dir on a hugetlbfs mount for reserved ones).
+    #[arg(long, value_enum, default_value = "off")]
+    huge_pages: HugeArg,
+    /// Prefault the ring's pages (MAP_POPULATE) on every attach.
+    #[arg(long)]
+    populate: bool,
+    /// Lock the ring's pages in memory (mlock) on every attach.
+    #[arg(long)]
+    lock_memory: bool,
+}
+
+/// `--huge-pages`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HugeArg {
+    /// Normal pages.
+    Off,
+    /// Huge pages if available, else normal pages (stat says why).
+    Prefer,
+    /// Huge pages or an error.
+    Require,
 }
 
 impl Shape {
+    /// Segment options for `dir` with this shape's backing flags.
+    fn options(self, dir: &std::path::Path) -> SegmentOptions {
+        use shmring::segment::HugePages;
+        SegmentOptions::new()
+            .dir(dir)
+            .huge_pages(match self.huge_pages {
+                HugeArg::Off => HugePages::Off,
+                HugeArg::Prefer => HugePages::Prefer,
+                HugeArg::Require => HugePages::Require,
+            })
+            .populate(self.populate)
+            .lock_memory(self.lock_memory)
+    }
+
     fn layout(self, kind: KindArg) -> Result<Layout, Error> {
         match kind {
             KindArg::Spsc => Layout::new(Kind::Spsc, self.capacity, self.slot_size, 8),
@@ -256,7 +291,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             timeout,
             wait,
         } => io::send(
-            &dir,
+            &shape.options(&dir),
             &name,
             create.then_some(shape.layout(kind)?),
             timeout,
@@ -271,7 +306,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             timeout,
             wait,
         } => io::recv(
-            &dir,
+            &shape.options(&dir),
             &name,
             create.then_some(shape.layout(kind)?),
             count,
@@ -286,8 +321,8 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             json,
         } => {
             let layout = shape.layout(kind)?;
-            let seg = SegmentOptions::new()
-                .dir(&dir)
+            let seg = shape
+                .options(&dir)
                 .mode(mode)
                 .persistent(true)
                 .create(&name, &layout, 0)?;
@@ -414,6 +449,52 @@ fn print_stat(i: &Inspection) {
     }
     if let Some(b) = i.bytes_used {
         line("bytes_used", b.to_string());
+    }
+    if let Some(h) = &i.huge_pages {
+        let active = if i.huge_active == Some(true) {
+            "in use"
+        } else {
+            "not in use"
+        };
+        line(
+            "huge_pages",
+            format!("{h} ({active}; {} KiB pages)", opt(i.page_size_kib)),
+        );
+    }
+    if let Some(f) = &i.huge_fallback {
+        line("huge_fallback", f.clone());
+    }
+    if i.populate == Some(true) || i.lock_memory == Some(true) {
+        line(
+            "on attach",
+            format!(
+                "{}{}",
+                if i.populate == Some(true) {
+                    "populate "
+                } else {
+                    ""
+                },
+                if i.lock_memory == Some(true) {
+                    "mlock"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    for m in &i.mappings {
+        line(
+            &format!("pid {}", m.pid),
+            format!(
+                "{} KiB mapped, {} KiB resident, {} KiB locked, {} KiB pages, {} KiB PMD-mapped{}",
+                m.size_kib,
+                m.rss_kib,
+                m.locked_kib,
+                m.kernel_page_kib,
+                m.pmd_mapped_kib,
+                if m.huge() { " (huge)" } else { "" }
+            ),
+        );
     }
     line("mode", format!("{} (uid {})", i.mode, i.uid));
     line("inode", i.inode.to_string());

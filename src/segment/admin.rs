@@ -113,6 +113,29 @@ pub struct Inspection {
     /// before releasing them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redelivered: Option<u64>,
+    /// Huge pages as asked for at creation: "off", "prefer" or "require".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<String>,
+    /// Whether the ring was set up on huge pages (hugetlbfs, or advised
+    /// transparent huge pages); see `mappings` for what the kernel did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub huge_active: Option<bool>,
+    /// Why preferred huge pages were not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub huge_fallback: Option<String>,
+    /// Backing page size in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size_kib: Option<u32>,
+    /// Prefaulted on every attach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub populate: Option<bool>,
+    /// Locked in memory on every attach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_memory: Option<bool>,
+    /// Each attached process's mapping as its `/proc/PID/smaps` tells
+    /// (huge pages in fact, locked and resident amounts); processes whose
+    /// smaps this user cannot read are left out.
+    pub mappings: Vec<super::MappingFacts>,
 }
 
 impl Inspection {
@@ -145,6 +168,13 @@ impl Inspection {
             wait_space: None,
             skipped: None,
             redelivered: None,
+            huge_pages: None,
+            huge_active: None,
+            huge_fallback: None,
+            page_size_kib: None,
+            populate: None,
+            lock_memory: None,
+            mappings: Vec::new(),
         }
     }
 }
@@ -253,6 +283,25 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     info.generation = Some(desc.generation);
     info.creator_pid = Some(desc.creator_pid);
     info.created_unix_ns = Some(desc.created_unix_ns);
+    info.huge_pages = Some(
+        match desc.backing & header::BACKING_HUGE_MASK {
+            header::BACKING_HUGE_PREFER => "prefer",
+            header::BACKING_HUGE_REQUIRE => "require",
+            _ => "off",
+        }
+        .to_string(),
+    );
+    info.huge_active = Some(desc.backing & header::BACKING_HUGE_ACTIVE != 0);
+    info.huge_fallback =
+        header::HugeFallback::from_backing(desc.backing).map(|f| f.describe().to_string());
+    info.page_size_kib = Some(desc.page_size_kib);
+    info.populate = Some(desc.backing & header::BACKING_POPULATE != 0);
+    info.lock_memory = Some(desc.backing & header::BACKING_LOCK != 0);
+    info.mappings = info
+        .attached_pids
+        .iter()
+        .filter_map(|&pid| sys::mapping_facts(pid, meta.ino()))
+        .collect();
     if state != STATE_READY {
         info.state = if info.attached > 0 {
             Status::Initializing

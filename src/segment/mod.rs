@@ -80,7 +80,52 @@ pub struct SegmentOptions {
     mode: u32,
     persistent: bool,
     timeout: Duration,
+    huge_pages: HugePages,
+    populate: bool,
+    lock_memory: bool,
 }
+
+/// Whether a new ring should live on huge pages (fewer TLB misses).
+///
+/// In a hugetlbfs directory (see [`hugetlbfs_mount`]) every ring is on huge
+/// pages and its size is rounded up to the huge page size; there must be
+/// enough free ones (`HugePages_Free`) whatever this says. In a tmpfs such
+/// as `/dev/shm`, `Prefer` and `Require` ask for transparent huge pages
+/// with `madvise(MADV_HUGEPAGE)` (the size is rounded up to 2 MiB), which
+/// the kernel's `shmem_enabled` setting must allow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HugePages {
+    /// Normal pages (unless the directory is a hugetlbfs).
+    #[default]
+    Off,
+    /// Huge pages if available; otherwise normal pages, with the reason
+    /// logged once (the `log` crate) and shown by `stat`.
+    Prefer,
+    /// Huge pages or [`Error::HugePagesUnavailable`].
+    Require,
+}
+
+impl HugePages {
+    fn bits(self) -> u32 {
+        match self {
+            HugePages::Off => header::BACKING_HUGE_OFF,
+            HugePages::Prefer => header::BACKING_HUGE_PREFER,
+            HugePages::Require => header::BACKING_HUGE_REQUIRE,
+        }
+    }
+}
+
+/// The first hugetlbfs mount listed in `/proc/mounts`, to pass to
+/// [`SegmentOptions::dir`] for rings on huge pages.
+pub fn hugetlbfs_mount() -> Option<PathBuf> {
+    sys::hugetlbfs_mount()
+}
+
+pub use sys::MappingFacts;
+
+/// Size of a transparent huge page (PMD) on x86-64 and arm64 with 4 KiB
+/// pages.
+const THP_SIZE: u64 = 2 << 20;
 
 impl Default for SegmentOptions {
     fn default() -> Self {
@@ -89,6 +134,9 @@ impl Default for SegmentOptions {
             mode: 0o600,
             persistent: false,
             timeout: DEFAULT_TIMEOUT,
+            huge_pages: HugePages::Off,
+            populate: false,
+            lock_memory: false,
         }
     }
 }
@@ -125,6 +173,229 @@ impl SegmentOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Huge pages for a ring this creates (see [`HugePages`]); recorded in
+    /// the header and shown by `stat`.
+    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Prefault every page when mapping (`MAP_POPULATE`), so the first
+    /// messages do not page-fault. A ring created with it is prefaulted on
+    /// every attach, by every process.
+    pub fn populate(mut self, populate: bool) -> Self {
+        self.populate = populate;
+        self
+    }
+
+    /// Lock the ring's pages in memory (`mlock`) on attach, so they are
+    /// never swapped or reclaimed. A ring created with it is locked on every
+    /// attach, by every process; beyond `RLIMIT_MEMLOCK` attaching fails
+    /// with [`Error::MemoryLockLimit`].
+    pub fn lock_memory(mut self, lock_memory: bool) -> Self {
+        self.lock_memory = lock_memory;
+        self
+    }
+
+    /// Backing bits an attach applies on top of what the header records.
+    fn attach_bits(&self) -> u32 {
+        let mut bits = 0;
+        if self.populate {
+            bits |= header::BACKING_POPULATE;
+        }
+        if self.lock_memory {
+            bits |= header::BACKING_LOCK;
+        }
+        bits
+    }
+
+    /// Decides the backing of a new ring in `self.dir`: (backing bits, page
+    /// size, size of the object).
+    fn plan_backing(&self, path: &Path, layout: &Layout) -> Result<(u32, u64, u64)> {
+        let mut bits = self.huge_pages.bits() | self.attach_bits();
+        let unavailable = |reason: String| Error::HugePagesUnavailable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let round = |page: u64| {
+            layout
+                .total_size
+                .checked_next_multiple_of(page)
+                .ok_or_else(|| Error::InvalidConfig {
+                    what: "ring too large".into(),
+                })
+        };
+        if let Some(page) =
+            sys::hugetlbfs_page_size(&self.dir).map_err(|e| Error::io(&self.dir, "statfs", e))?
+        {
+            let total = round(page)?;
+            let need = total / page;
+            let free = sys::huge_pages_free(page).unwrap_or(0);
+            if free < need {
+                return Err(unavailable(format!(
+                    "{need} huge pages of {} KiB needed in {}, HugePages_Free is {free} (a hugetlbfs directory holds only huge pages; use /dev/shm to fall back to normal pages)",
+                    page / 1024,
+                    self.dir.display()
+                )));
+            }
+            return Ok((bits | header::BACKING_HUGE_ACTIVE, page, total));
+        }
+        if self.huge_pages == HugePages::Off {
+            return Ok((bits, header::PAGE as u64, layout.total_size));
+        }
+        let (setting, usable) = sys::shmem_thp();
+        if usable {
+            return Ok((
+                bits | header::BACKING_HUGE_ACTIVE,
+                THP_SIZE,
+                round(THP_SIZE)?,
+            ));
+        }
+        if self.huge_pages == HugePages::Require {
+            return Err(unavailable(format!(
+                "transparent huge pages for shared memory are [{setting}] in /sys/kernel/mm/transparent_hugepage/shmem_enabled (needs advise, within_size or always), and {} is not a hugetlbfs mount{}",
+                self.dir.display(),
+                hugetlbfs_mount()
+                    .map(|m| format!(" (one is mounted at {})", m.display()))
+                    .unwrap_or_default()
+            )));
+        }
+        let fallback = header::HugeFallback::ShmemThpDisabled;
+        log::warn!("{}: {}", path.display(), fallback.describe());
+        bits |= fallback.code() << 8;
+        Ok((bits, header::PAGE as u64, layout.total_size))
+    }
+
+    /// Creates an anonymous ring in a sealed memfd (`memfd_create`): it has
+    /// no name in any directory, is passed to other processes with
+    /// [`Segment::send`] over a Unix socket, and is freed by the kernel
+    /// with its last descriptor or mapping, so it can never leak. It is
+    /// sealed against shrinking and growing (no truncate-to-SIGBUS attack).
+    /// `name` only labels it (in `/proc/PID/maps`). With huge pages asked
+    /// for it uses `MFD_HUGETLB` (2 MiB pages from the `vm.nr_hugepages`
+    /// pool).
+    pub fn create_anonymous(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
+        let path = PathBuf::from(format!("memfd:shmring:{name}"));
+        let mut bits = self.huge_pages.bits() | self.attach_bits() | header::BACKING_MEMFD;
+        let mut page = header::PAGE as u64;
+        if self.huge_pages != HugePages::Off {
+            let need = layout.total_size.div_ceil(THP_SIZE);
+            let free = sys::huge_pages_free(THP_SIZE).unwrap_or(0);
+            if free >= need {
+                page = THP_SIZE;
+                bits |= header::BACKING_HUGE_ACTIVE;
+            } else if self.huge_pages == HugePages::Require {
+                return Err(Error::HugePagesUnavailable {
+                    path,
+                    reason: format!(
+                        "{need} huge pages of 2048 KiB needed, HugePages_Free is {free}"
+                    ),
+                });
+            } else {
+                let fallback = header::HugeFallback::NoFreePages;
+                log::warn!("{}: {}", path.display(), fallback.describe());
+                bits |= fallback.code() << 8;
+            }
+        }
+        let layout = Layout {
+            total_size: layout.total_size.next_multiple_of(page),
+            ..*layout
+        };
+        let file = sys::memfd_create(&format!("shmring:{name}"), page != header::PAGE as u64)
+            .map_err(|e| Error::io(&path, "memfd_create", e))?;
+        sys::fallocate(&file, layout.total_size).map_err(|e| Error::io(&path, "fallocate", e))?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let pid = std::process::id();
+        let mut desc = header::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
+        desc.backing = bits;
+        desc.page_size_kib = (page / 1024) as u32;
+        let seg = Segment::map(name, &path, file, desc, layout, &meta, 0)?;
+        seg.write_descriptor();
+        if layout.kind == header::Kind::Mpmc {
+            crate::mpmc::initialize(&seg)?;
+        }
+        seg.live()
+            .state
+            .store(STATE_READY, std::sync::atomic::Ordering::Release);
+        sys::seal(&seg.file).map_err(|e| Error::io(&path, "fcntl(F_ADD_SEALS)", e))?;
+        Ok(seg)
+    }
+
+    /// Receives an anonymous ring sent with [`Segment::send`] and attaches
+    /// to it with the same validation as [`SegmentOptions::open`]. A
+    /// descriptor that is not a memfd sealed against shrinking and growing,
+    /// or whose size is not what its header records, is refused.
+    pub fn receive(&self, socket: &std::os::unix::net::UnixStream) -> Result<Segment> {
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from("memfd:received");
+        let received = sys::recv_fd(socket).map_err(|e| Error::io(&path, "recvmsg", e))?;
+        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        match sys::seals(&received) {
+            Ok(seals) if seals & needed == needed => {}
+            other => {
+                return Err(Error::corrupted(
+                    &path,
+                    format!(
+                        "refused: the received descriptor is not a memfd sealed against shrinking and growing ({})",
+                        match other {
+                            Ok(seals) => format!("seals {seals:#x}"),
+                            Err(e) => format!("F_GET_SEALS: {e}"),
+                        }
+                    ),
+                ));
+            }
+        }
+        // Our own open file description of the same object: role locks are
+        // per description, and the received one is shared with the sender.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", received.as_raw_fd()))
+            .map_err(|e| Error::io(&path, "open(/proc/self/fd)", e))?;
+        drop(received);
+        let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
+        let (desc, state) = match read_header(&file, &path, meta.len())? {
+            HeaderRead::Header(desc, state) => (*desc, state),
+            HeaderRead::Empty => {
+                return Err(Error::NotARing { path, found: 0 });
+            }
+        };
+        if state != STATE_READY {
+            return Err(Error::corrupted(
+                &path,
+                "received a ring that is not initialized",
+            ));
+        }
+        let layout = header::validate(&desc, &path, meta.len())?;
+        if desc.backing & header::BACKING_MEMFD == 0 {
+            return Err(Error::corrupted(
+                &path,
+                "received a ring that is not marked anonymous",
+            ));
+        }
+        let seg = Segment::map(
+            "received",
+            &path,
+            file,
+            desc,
+            layout,
+            &meta,
+            self.attach_bits(),
+        )?;
+        if seg.live().state.load(std::sync::atomic::Ordering::Acquire) != STATE_READY {
+            return Err(Error::corrupted(
+                &path,
+                "the ring changed state while attaching",
+            ));
+        }
+        Ok(seg)
     }
 
     /// The configured directory.
@@ -200,6 +471,11 @@ impl SegmentOptions {
                 ),
             });
         }
+        let (backing, page, total) = self.plan_backing(path, layout)?;
+        let layout = &Layout {
+            total_size: total,
+            ..*layout
+        };
         if let Some(free) = fs.free
             && free < layout.total_size
         {
@@ -270,11 +546,13 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let flags = if self.persistent { FLAG_PERSISTENT } else { 0 };
-        let desc = header::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
-        file.write_all_at(bytemuck::bytes_of(&desc), 0)
-            .map_err(|e| Error::io(path, "pwrite", e))?;
+        let mut desc = header::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
+        desc.backing = backing;
+        desc.page_size_kib = (page / 1024) as u32;
+        let seg = Segment::map(name, path, file, desc, *layout, &meta, 0)?;
+        // Through the mapping, not pwrite: hugetlbfs has no write().
+        seg.write_descriptor();
         test_pause();
-        let seg = Segment::map(name, path, file, desc, *layout, &meta)?;
         // Every ring starts zeroed (fallocate), which is the empty state of
         // SPSC and frame rings; MPMC slots need their sequence numbers.
         if layout.kind == header::Kind::Mpmc {
@@ -381,7 +659,7 @@ impl SegmentOptions {
             )));
         }
         let layout = header::validate(&desc, path, meta.len())?;
-        let seg = Segment::map(name, path, file, desc, layout, &meta)?;
+        let seg = Segment::map(name, path, file, desc, layout, &meta, self.attach_bits())?;
         // Acquire pairs with the creator's release store of READY: every ring
         // word it initialized is visible from here on.
         if seg.live().state.load(std::sync::atomic::Ordering::Acquire) != STATE_READY {
@@ -616,6 +894,8 @@ pub struct Segment {
     /// Roles this handle holds (OFD locks are per open file description, so
     /// two halves through one handle would not exclude each other).
     held_roles: Mutex<Vec<u32>>,
+    /// An anonymous memfd ring: no name to check or remove.
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -629,6 +909,9 @@ impl std::fmt::Debug for Segment {
 }
 
 impl Segment {
+    /// Maps a validated object and applies its backing options (those the
+    /// header records, plus `extra` bits asked for by this attach).
+    #[allow(clippy::too_many_arguments)]
     fn map(
         name: &str,
         path: &Path,
@@ -636,17 +919,38 @@ impl Segment {
         desc: Descriptor,
         layout: Layout,
         meta: &std::fs::Metadata,
+        extra: u32,
     ) -> Result<Segment> {
         let len = usize::try_from(layout.total_size).map_err(|_| Error::InvalidConfig {
             what: "ring larger than the address space".into(),
         })?;
+        let bits = desc.backing | extra;
         // `layout.total_size` equals the file's size (checked by `validate`
         // for openers, set by `fallocate` for creators), so no access through
         // this mapping can fall past the end of the file.
-        let map = MmapOptions::new()
-            .len(len)
+        let mut options = MmapOptions::new();
+        options.len(len);
+        if bits & header::BACKING_POPULATE != 0 {
+            options.populate();
+        }
+        let map = options
             .map_raw(&file)
             .map_err(|e| Error::io(path, "mmap", e))?;
+        if bits & header::BACKING_HUGE_ACTIVE != 0 {
+            // Transparent huge pages on shmem need the advice; hugetlbfs
+            // mappings are huge anyway (and may refuse it): best effort.
+            let _ = sys::advise_huge(map.as_mut_ptr(), len);
+        }
+        if bits & header::BACKING_LOCK != 0 {
+            sys::mlock(map.as_ptr(), len).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN) => Error::MemoryLockLimit {
+                    path: path.to_path_buf(),
+                    wanted: len as u64,
+                    limit: sys::memlock_limit(),
+                },
+                _ => Error::io(path, "mlock", e),
+            })?;
+        }
         Ok(Segment {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -657,7 +961,39 @@ impl Segment {
             dev: meta.dev(),
             ino: meta.ino(),
             held_roles: Mutex::new(Vec::new()),
+            anonymous: desc.backing & header::BACKING_MEMFD != 0,
         })
+    }
+
+    /// Writes the private descriptor into the mapping (creators, before
+    /// publishing READY).
+    fn write_descriptor(&self) {
+        let bytes = bytemuck::bytes_of(&self.desc);
+        // SAFETY: the mapping is at least one page (>= DESCRIPTOR_SIZE bytes)
+        // long; the creator holds the exclusive lock (or, for a memfd, the
+        // only descriptor), so nobody reads the header until READY.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr(), bytes.len())
+        };
+    }
+
+    /// What `/proc/self/smaps` says about this process's mapping of the
+    /// ring: page size, huge and locked amounts.
+    pub fn mapping_facts(&self) -> Option<MappingFacts> {
+        sys::mapping_facts(std::process::id() as i32, self.ino)
+    }
+
+    /// Sends this anonymous ring's descriptor over a Unix socket
+    /// (`SCM_RIGHTS`); the receiver attaches with
+    /// [`SegmentOptions::receive`]. Only for rings made by
+    /// [`SegmentOptions::create_anonymous`].
+    pub fn send(&self, socket: &std::os::unix::net::UnixStream) -> Result<()> {
+        if !self.anonymous {
+            return Err(Error::InvalidConfig {
+                what: "only anonymous (memfd) rings are passed over sockets; named rings are opened by name".into(),
+            });
+        }
+        sys::send_fd(socket, &self.file).map_err(|e| Error::io(&self.path, "sendmsg", e))
     }
 
     /// The ring's name.
@@ -702,6 +1038,9 @@ impl Segment {
     /// crate's back (one `stat` tells). A handle that is no longer current
     /// still works, but talks only to processes attached to the old object.
     pub fn is_current(&self) -> bool {
+        if self.anonymous {
+            return true;
+        }
         if self
             .live()
             .removed
@@ -806,7 +1145,9 @@ impl Drop for Segment {
         // SAFETY: `map` is not used after this point: this is `drop`, and no
         // ring can outlive the segment (rings hold an `Arc<Segment>`).
         unsafe { ManuallyDrop::drop(&mut self.map) };
-        if self.is_persistent() {
+        // An anonymous ring has no name; the kernel frees it with its last
+        // descriptor or mapping.
+        if self.is_persistent() || self.anonymous {
             return;
         }
         // Exclusive means nobody else is attached. The name is removed only

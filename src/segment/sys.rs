@@ -214,3 +214,233 @@ garbage
         );
     }
 }
+
+/// The huge page size of `dir` if it is a hugetlbfs mount.
+pub(crate) fn hugetlbfs_page_size(dir: &Path) -> io::Result<Option<u64>> {
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    let st = nix::sys::statfs::statfs(dir)?;
+    Ok((st.filesystem_type().0 as i64 == HUGETLBFS_MAGIC).then(|| st.block_size() as u64))
+}
+
+/// The first hugetlbfs mount in /proc/mounts whose page size is the
+/// system's default, if any.
+pub(crate) fn hugetlbfs_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "hugetlbfs").then(|| std::path::PathBuf::from(dir.replace("\\040", " ")))
+    })
+}
+
+/// The shmem transparent-huge-page setting, and whether `MADV_HUGEPAGE`
+/// on a shmem mapping can give huge pages under it.
+pub(crate) fn shmem_thp() -> (String, bool) {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    let selected = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+        .unwrap_or("unsupported")
+        .to_string();
+    let usable = matches!(
+        selected.as_str(),
+        "always" | "within_size" | "advise" | "force"
+    );
+    (selected, usable)
+}
+
+/// Free huge pages of `page_size` bytes (`HugePages_Free` for the default
+/// size), or `None` if the kernel has no pool of that size.
+pub(crate) fn huge_pages_free(page_size: u64) -> Option<u64> {
+    let path = format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
+        page_size / 1024
+    );
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `madvise(MADV_HUGEPAGE)`.
+pub(crate) fn advise_huge(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: madvise with MADV_HUGEPAGE changes only the kernel's paging
+    // policy for the range, never its contents; the caller passes a range of
+    // its own live mapping.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mlock` of a range of our own mapping.
+pub(crate) fn mlock(ptr: *const u8, len: usize) -> io::Result<()> {
+    // SAFETY: mlock only pins pages of the range (which the caller maps); it
+    // does not read or write them.
+    let rc = unsafe { libc::mlock(ptr.cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes (`u64::MAX`: unlimited).
+pub(crate) fn memlock_limit() -> u64 {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft == libc::RLIM_INFINITY => u64::MAX,
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
+/// What `/proc/PID/smaps` says about a process's mapping of an inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MappingFacts {
+    /// The pid whose mapping this is.
+    pub pid: i32,
+    /// Page size the kernel uses for the mapping (KiB): 2048 on hugetlbfs.
+    pub kernel_page_kib: u64,
+    /// KiB of the mapping backed by PMD-mapped (transparent) huge pages.
+    pub pmd_mapped_kib: u64,
+    /// KiB of the mapping resident in memory.
+    pub rss_kib: u64,
+    /// KiB of the mapping locked in memory.
+    pub locked_kib: u64,
+    /// KiB of the mapping in size.
+    pub size_kib: u64,
+}
+
+impl MappingFacts {
+    /// Are the pages huge (hugetlbfs or PMD-mapped THP)?
+    pub fn huge(&self) -> bool {
+        self.kernel_page_kib > 4 || self.pmd_mapped_kib > 0
+    }
+}
+
+/// Reads `/proc/PID/smaps` for the first mapping of inode `ino`.
+pub(crate) fn mapping_facts(pid: i32, ino: u64) -> Option<MappingFacts> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut facts: Option<MappingFacts> = None;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header line: range perms offset dev inode [path].
+            if facts.is_some() {
+                break;
+            }
+            let inode = words.nth(3).and_then(|w| w.parse::<u64>().ok());
+            if inode == Some(ino) {
+                facts = Some(MappingFacts {
+                    pid,
+                    ..MappingFacts::default()
+                });
+            }
+            continue;
+        }
+        let Some(f) = facts.as_mut() else { continue };
+        let value: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        match first {
+            "Size:" => f.size_kib = value,
+            "Rss:" => f.rss_kib = value,
+            "KernelPageSize:" => f.kernel_page_kib = value,
+            "ShmemPmdMapped:" | "FilePmdMapped:" => f.pmd_mapped_kib += value,
+            "Locked:" => f.locked_kib = value,
+            _ => {}
+        }
+    }
+    facts
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING [| MFD_HUGETLB])`.
+pub(crate) fn memfd_create(name: &str, huge: bool) -> io::Result<File> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if huge {
+        flags |= libc::MFD_HUGETLB;
+    }
+    // SAFETY: cname is a valid NUL-terminated string for the call's
+    // duration; on success the returned fd is new and owned by us alone.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The seals the kernel requires of an anonymous ring: no shrinking (so no
+/// SIGBUS), no growing, and no changing the seals.
+pub(crate) const RING_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Adds [`RING_SEALS`].
+pub(crate) fn seal(file: &File) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own; F_ADD_SEALS takes an int.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, RING_SEALS) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The seals on `file` (`EINVAL` for files that cannot be sealed).
+pub(crate) fn seals(file: &File) -> io::Result<i32> {
+    // SAFETY: fcntl on an fd we own; F_GET_SEALS takes no argument.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    if rc >= 0 {
+        Ok(rc)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `file`'s descriptor (and one byte) over a Unix socket.
+pub(crate) fn send_fd(sock: &std::os::unix::net::UnixStream, file: &File) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [file.as_raw_fd()];
+    let iov = [io::IoSlice::new(b"R")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receives one descriptor sent by [`send_fd`].
+pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<File> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            received.extend(fds);
+        }
+    }
+    // SAFETY: each fd came to us in SCM_RIGHTS, so it is new and ours;
+    // wrapping them in File closes the extras.
+    let mut files: Vec<File> = received
+        .into_iter()
+        .map(|fd| unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        .collect();
+    if files.len() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected one descriptor, got {}", files.len()),
+        ));
+    }
+    Ok(files.remove(0))
+}
