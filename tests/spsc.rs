@@ -170,14 +170,7 @@ fn ten_million_u64_cross_process_through_64_slots() {
         return;
     }
     let dir = TestDir::new("u64");
-    let seg = SegmentOptions::new()
-        .dir(&dir.path)
-        .create(
-            "r",
-            &spsc::layout::<u64>(64).unwrap(),
-            spsc::type_id::<u64>(),
-        )
-        .unwrap();
+    let seg = create_u64_ring(&dir.path, "r", 64);
     let mut rx = Consumer::<u64>::attach(Arc::new(seg)).unwrap();
     let n = 10_000_000;
     let mut child = spawn("u64-one-by-one", &dir, "r", n);
@@ -194,14 +187,7 @@ fn batched_and_zero_copy_cross_process() {
         return;
     }
     let dir = TestDir::new("batch");
-    let seg = SegmentOptions::new()
-        .dir(&dir.path)
-        .create(
-            "r",
-            &spsc::layout::<u64>(64).unwrap(),
-            spsc::type_id::<u64>(),
-        )
-        .unwrap();
+    let seg = create_u64_ring(&dir.path, "r", 64);
     let mut rx = Consumer::<u64>::attach(Arc::new(seg)).unwrap();
     let n = 2_000_000u64;
     let mut child = spawn("u64-batched", &dir, "r", n);

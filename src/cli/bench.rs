@@ -29,6 +29,16 @@ pub(super) struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Huge pages for the benchmark's rings (see `create --huge-pages`;
+    /// with the global --dir on a hugetlbfs mount every ring is huge).
+    #[arg(long, value_enum, default_value = "off")]
+    huge_pages: super::HugeArg,
+    /// Prefault the rings (MAP_POPULATE).
+    #[arg(long)]
+    populate: bool,
+    /// Lock the rings in memory (mlock).
+    #[arg(long)]
+    lock_memory: bool,
 }
 
 #[derive(Serialize, Clone, Copy, Debug)]
@@ -51,6 +61,8 @@ struct Report {
     pinned: bool,
     idle_cpu_percent: std::collections::BTreeMap<&'static str, f64>,
     not_measured: Vec<&'static str>,
+    /// The rings' directory and backing options.
+    backing: String,
 }
 
 fn err(what: impl Into<String>) -> Error {
@@ -585,7 +597,7 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
+pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     if !(0.05..=600.0).contains(&args.duration) {
         return Err(err("--duration must be between 0.05 and 600 seconds"));
     }
@@ -599,7 +611,11 @@ pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
     let pinned = cores >= 2 && pin(0);
     let n = Names {
         prefix: format!("shmring-bench-{}", std::process::id()),
-        opts: SegmentOptions::new(),
+        opts: SegmentOptions::new()
+            .dir(dir)
+            .huge_pages(args.huge_pages.into())
+            .populate(args.populate)
+            .lock_memory(args.lock_memory),
     };
     let size = args.size;
     let mut r = Report {
@@ -607,7 +623,14 @@ pub(super) fn run(args: BenchArgs) -> Result<(), Error> {
         cpu: cpu_name(),
         cores,
         pinned,
-        not_measured: vec!["mpmc (not built yet)"],
+        not_measured: vec!["mpmc (not in shmring bench yet)"],
+        backing: format!(
+            "dir {}, huge pages {:?}, populate {}, mlock {}",
+            dir.display(),
+            args.huge_pages,
+            args.populate,
+            args.lock_memory
+        ),
         ..Report::default()
     };
     let steps = 16;
@@ -723,6 +746,7 @@ fn print_report(r: &Report, size: usize) {
             ", not pinned"
         }
     );
+    println!("rings: {}", r.backing);
     println!();
     let limit = r.rtt_ns.get("atomic_limit").map(|p| p.p50).unwrap_or(0.0);
     println!(

@@ -92,7 +92,7 @@ struct Shape {
 
 /// `--huge-pages`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum HugeArg {
+pub(crate) enum HugeArg {
     /// Normal pages.
     Off,
     /// Huge pages if available, else normal pages (stat says why).
@@ -101,17 +101,22 @@ enum HugeArg {
     Require,
 }
 
+impl From<HugeArg> for shmring::segment::HugePages {
+    fn from(h: HugeArg) -> Self {
+        match h {
+            HugeArg::Off => Self::Off,
+            HugeArg::Prefer => Self::Prefer,
+            HugeArg::Require => Self::Require,
+        }
+    }
+}
+
 impl Shape {
     /// Segment options for `dir` with this shape's backing flags.
     fn options(self, dir: &std::path::Path) -> SegmentOptions {
-        use shmring::segment::HugePages;
         SegmentOptions::new()
             .dir(dir)
-            .huge_pages(match self.huge_pages {
-                HugeArg::Off => HugePages::Off,
-                HugeArg::Prefer => HugePages::Prefer,
-                HugeArg::Require => HugePages::Require,
-            })
+            .huge_pages(self.huge_pages.into())
             .populate(self.populate)
             .lock_memory(self.lock_memory)
     }
@@ -282,7 +287,7 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
 fn dispatch(cli: Cli) -> Result<(), Error> {
     let dir = cli.dir;
     match cli.command {
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, &dir),
         Command::Send {
             name,
             create,

@@ -255,3 +255,15 @@ pub fn open_ring(dir: &str, name: &str) -> std::sync::Arc<shmring::Segment> {
             .expect("open ring"),
     )
 }
+
+/// Creates an SPSC ring of `capacity` u64 slots named `name` in `dir`.
+pub fn create_u64_ring(dir: &Path, name: &str, capacity: u64) -> shmring::Segment {
+    shmring::SegmentOptions::new()
+        .dir(dir)
+        .create(
+            name,
+            &shmring::spsc::layout::<u64>(capacity).unwrap(),
+            shmring::spsc::type_id::<u64>(),
+        )
+        .expect("create ring")
+}
