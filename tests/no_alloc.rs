@@ -1,0 +1,121 @@
+//! The hot paths (Spin) allocate nothing and make no futex calls: a
+//! counting global allocator (per thread, so the harness's own threads do
+//! not count) and the rings' wake and sleep counters show it.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use common::*;
+use shmring::SegmentOptions;
+use shmring::frames::{self, FrameConsumer, FrameProducer};
+use shmring::mpmc;
+use shmring::spsc::{Consumer, Producer};
+use shmring::wait::WaitStrategy;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY (test): forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn messages_move_without_allocating_or_sleeping() {
+    const N: u64 = 100_000;
+    let dir = TestDir::new("noalloc");
+    let typed = Arc::new(create_u64_ring(&dir.path, "typed", 64));
+    let mut tx = Producer::<u64>::attach(typed.clone()).unwrap();
+    let mut rx = Consumer::<u64>::attach(typed.clone()).unwrap();
+    tx.set_wait_strategy(WaitStrategy::Spin);
+    rx.set_wait_strategy(WaitStrategy::Spin);
+    let fseg = Arc::new(
+        SegmentOptions::new()
+            .dir(&dir.path)
+            .create("frames", &frames::layout(1 << 16).unwrap(), 0)
+            .unwrap(),
+    );
+    let mut ftx = FrameProducer::attach(fseg.clone()).unwrap();
+    let mut frx = FrameConsumer::attach(fseg.clone()).unwrap();
+    let mseg = Arc::new(
+        SegmentOptions::new()
+            .dir(&dir.path)
+            .create(
+                "mpmc",
+                &mpmc::layout_with_roles::<u64>(64, 2, 2).unwrap(),
+                mpmc::type_id::<u64>(),
+            )
+            .unwrap(),
+    );
+    let mut mtx = mpmc::Producer::<u64>::attach(mseg.clone()).unwrap();
+    let mut mrx = mpmc::Consumer::<u64>::attach(mseg.clone()).unwrap();
+    mtx.set_wait_strategy(WaitStrategy::Spin);
+    mrx.set_wait_strategy(WaitStrategy::Spin);
+    let payload = [7u8; 1000];
+    let mut frame_buf = Vec::with_capacity(4096);
+    let mut batch = [0u64; 16];
+
+    let before = allocations();
+    for i in 0..N {
+        tx.try_push(i).unwrap();
+        assert_eq!(rx.try_pop(), Ok(i));
+        tx.push(i).unwrap();
+        assert_eq!(rx.pop(), Ok(i));
+        assert_eq!(tx.push_slice(&[i; 16]), Ok(16));
+        assert_eq!(rx.pop_into(&mut batch), Ok(16));
+        ftx.try_send(&payload).unwrap();
+        frx.try_recv(&mut frame_buf).unwrap();
+        assert_eq!(frame_buf.len(), payload.len());
+        mtx.try_push(i).unwrap();
+        assert_eq!(mrx.try_pop(), Ok(i));
+        mtx.push(i).unwrap();
+        assert_eq!(mrx.pop(), Ok(i));
+        assert_eq!(mtx.push_slice(&[i; 16]), Ok(16));
+        assert_eq!(mrx.pop_into(&mut batch), Ok(16));
+    }
+    let allocated = allocations() - before;
+    assert_eq!(allocated, 0, "the hot paths allocated {allocated} times");
+    let (data, space) = tx.wait_counters();
+    let m = mrx.stats();
+    for w in [data, space, m.wait_data, m.wait_space] {
+        assert_eq!(
+            (w.wakeups, w.sleeps),
+            (0, 0),
+            "a futex call on the hot path"
+        );
+    }
+    eprintln!(
+        "{} messages through typed, frame and MPMC rings: 0 allocations, 0 futex wakes or sleeps",
+        N * 70
+    );
+    drop((tx, rx, ftx, frx, mtx, mrx, typed, fseg, mseg));
+    dir.finish();
+}
