@@ -260,10 +260,8 @@ impl RawMpmc {
         if l.kind != Kind::Mpmc || (payload + l.slot_size as usize) as u64 > l.slot_stride {
             return Err(oob());
         }
-        // SAFETY: every `add` below stays inside the control region, which
-        // spans (MPMC_CLAIMS_LINE + roles) lines (checked by `region`), and
-        // lands on an offset aligned for its type (the region is 128-byte
-        // aligned).
+        // SAFETY: each `add` below stays inside the control region (its
+        // MPMC_CLAIMS_LINE + roles lines were checked by `region`), aligned.
         unsafe {
             Ok(RawMpmc {
                 tail: control.cast::<AtomicU64>(),

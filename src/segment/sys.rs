@@ -430,10 +430,10 @@ pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<File>
             received.extend(fds);
         }
     }
-    // SAFETY: each fd came to us in SCM_RIGHTS, so it is new and ours;
-    // wrapping them in File closes the extras.
+    // Wrapping every received fd in a File closes the extras.
     let mut files: Vec<File> = received
         .into_iter()
+        // SAFETY: each fd came to us in SCM_RIGHTS, so it is new and ours.
         .map(|fd| unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
         .collect();
     if files.len() != 1 {
