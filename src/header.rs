@@ -301,6 +301,11 @@ pub struct Live {
     ///
     /// [`is_current`]: crate::Segment::is_current
     pub removed: AtomicU32,
+    /// Bumped (release) by every role holder that detaches cleanly, after
+    /// marking its record: a side watching many peers reloads this one word
+    /// per idle poll and scans the peers' records only when it changed
+    /// (or, for crashed peers, on a slower schedule).
+    pub detaches: AtomicU32,
 }
 
 const _: () = {
@@ -309,6 +314,7 @@ const _: () = {
     assert!(align_of::<Live>() == LINE);
     assert!(offset_of!(Live, state) == 0);
     assert!(offset_of!(Live, removed) == 4);
+    assert!(offset_of!(Live, detaches) == 8);
     assert!(LIVE_OFFSET.is_multiple_of(LINE));
     assert!(LIVE_OFFSET + LINE <= HEADER_SIZE);
     assert!(HEADER_SIZE <= PAGE);

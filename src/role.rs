@@ -9,8 +9,9 @@
 //!
 //! On MPMC rings a side watches a range of peer roles (all the producers, or
 //! all the consumers): they are gone when none is attached and at least one
-//! ever was. Their records are scanned on the first idle poll and then every
-//! [`SCAN_EVERY`] idle polls, not on every poll.
+//! ever was. Their records are scanned when the header's detach counter
+//! moved (one load per idle poll) and every [`SCAN_EVERY`] idle polls, not on
+//! every poll.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub(crate) struct Side {
     me: u32,
     peers: Range<u32>,
     idle_polls: u32,
+    /// The live line's detach count at our last scan (`None`: never
+    /// scanned, so the first idle poll scans).
+    seen_detaches: Option<u32>,
 }
 
 impl Side {
@@ -111,6 +115,7 @@ impl Side {
             me,
             peers,
             idle_polls: 0,
+            seen_detaches: None,
         })
     }
 
@@ -158,12 +163,17 @@ impl Side {
     /// attached: a side that starts first waits for its peer.
     pub(crate) fn peer_gone(&mut self) -> bool {
         if self.peers.len() != 1 {
-            // Scan on the first idle poll after activity (a clean detach
-            // is seen at once) and then every SCAN_EVERY.
+            // Scan when a peer detached cleanly since the last scan (one
+            // load of a read-mostly line says so), and every SCAN_EVERY
+            // idle polls for peers that crashed.
             self.idle_polls = self.idle_polls.wrapping_add(1);
-            if self.idle_polls % SCAN_EVERY != 1 {
+            // Acquire: pairs with the detacher's release bump, made after
+            // its DETACHED store, so the scan sees that record.
+            let detaches = self.seg.live().detaches.load(Ordering::Acquire);
+            if self.seen_detaches == Some(detaches) && !self.idle_polls.is_multiple_of(SCAN_EVERY) {
                 return false;
             }
+            self.seen_detaches = Some(detaches);
             return self.scan(self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY)) == Peers::Gone;
         }
         let peer = self.peers.start;
@@ -210,6 +220,8 @@ impl Drop for Side {
             // that observes DETACHED with acquire.
             rec.state.store(ROLE_DETACHED, Ordering::Release);
         }
+        // Release: a peer that sees the new count (acquire) sees DETACHED.
+        self.seg.live().detaches.fetch_add(1, Ordering::Release);
         // Wake a peer asleep in a blocking call, so it sees DETACHED now
         // rather than at its next periodic check.
         if let Ok(ring) = RawRing::new(&self.seg) {
