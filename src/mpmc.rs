@@ -1304,6 +1304,23 @@ impl<T: Pod> Drop for ReadSlot<'_, T> {
 /// Bytes of the length prefix of a [`BytesProducer`] message.
 const LEN_PREFIX: usize = 4;
 
+/// Checks that `seg` is a byte-slot MPMC ring (type id 0, room for the
+/// length prefix and a byte); returns its slot size.
+fn check_bytes(seg: &Segment) -> Result<usize> {
+    let l = seg.layout();
+    check_type(seg, l.slot_size, l.slot_align, 0, "a byte message")?;
+    if (l.slot_size as usize) < LEN_PREFIX + 1 {
+        return Err(Error::LayoutMismatch {
+            path: seg.path().to_path_buf(),
+            what: format!(
+                "byte messages need slots of at least {} bytes",
+                LEN_PREFIX + 1
+            ),
+        });
+    }
+    Ok(l.slot_size as usize)
+}
+
 /// A producer of variable-length byte messages (up to the slot size minus
 /// a 4-byte length) on an MPMC ring created with any slot size and type id
 /// 0 (what `shmring create --kind mpmc` makes). Used by `shmring send`.
@@ -1315,20 +1332,10 @@ pub struct BytesProducer {
 impl BytesProducer {
     /// Takes a free producer role on a byte-slot MPMC ring.
     pub fn attach(seg: Arc<Segment>) -> Result<Self> {
-        let l = *seg.layout();
-        check_type(&seg, l.slot_size, l.slot_align, 0, "a byte message")?;
-        if (l.slot_size as usize) < LEN_PREFIX + 1 {
-            return Err(Error::LayoutMismatch {
-                path: seg.path().to_path_buf(),
-                what: format!(
-                    "byte messages need slots of at least {} bytes",
-                    LEN_PREFIX + 1
-                ),
-            });
-        }
+        let slot_size = check_bytes(&seg)?;
         Ok(BytesProducer {
             core: Core::attach(seg, true)?,
-            slot_size: l.slot_size as usize,
+            slot_size,
         })
     }
 
@@ -1400,20 +1407,10 @@ pub struct BytesConsumer {
 impl BytesConsumer {
     /// Takes a free consumer role on a byte-slot MPMC ring.
     pub fn attach(seg: Arc<Segment>) -> Result<Self> {
-        let l = *seg.layout();
-        check_type(&seg, l.slot_size, l.slot_align, 0, "a byte message")?;
-        if (l.slot_size as usize) < LEN_PREFIX + 1 {
-            return Err(Error::LayoutMismatch {
-                path: seg.path().to_path_buf(),
-                what: format!(
-                    "byte messages need slots of at least {} bytes",
-                    LEN_PREFIX + 1
-                ),
-            });
-        }
+        let slot_size = check_bytes(&seg)?;
         Ok(BytesConsumer {
             core: Core::attach(seg, false)?,
-            slot_size: l.slot_size as usize,
+            slot_size,
         })
     }
 

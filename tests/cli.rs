@@ -308,3 +308,40 @@ fn several_senders_and_receivers_share_an_mpmc_ring() {
     assert_eq!(shmring(&dir.path, &["rm", "q"]).0, 0);
     dir.finish();
 }
+
+#[test]
+fn a_line_longer_than_an_mpmc_slot_is_refused_naming_the_slot_size() {
+    let dir = TestDir::new("cli-mpmc-long");
+    let (code, _, err) = shmring(
+        &dir.path,
+        &["create", "q", "--kind", "mpmc", "--slot-size", "16"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut child = ChildGuard(Some(
+        shmring_bin()
+            .arg("--dir")
+            .arg(&dir.path)
+            .args(["send", "q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    child
+        .child()
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a line longer than twelve bytes\n")
+        .unwrap();
+    let out = child.output_within(Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("at most 12 bytes") && err.contains("--slot-size"),
+        "{err}"
+    );
+    assert_eq!(shmring(&dir.path, &["rm", "q"]).0, 0);
+    dir.finish();
+}

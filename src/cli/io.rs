@@ -174,6 +174,13 @@ pub(super) fn send(
                 ));
             }
             Err(ReserveError::Full | ReserveError::Disconnected) => return Err(disconnected(&seg)),
+            Err(ReserveError::TooLarge { len, max }) if seg.layout().kind == Kind::Mpmc => {
+                return Err(Error::InvalidConfig {
+                    what: format!(
+                        "a {len}-byte line does not fit this ring's slots (at most {max} bytes each); create it with a larger --slot-size"
+                    ),
+                });
+            }
             Err(e @ ReserveError::TooLarge { .. }) => {
                 return Err(Error::InvalidConfig {
                     what: e.to_string(),
