@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmring::SegmentOptions;
 use shmring::mpmc::{self, Consumer, Producer};
-use shmring::spsc::{PopError, TryPopError, TryPushError};
+use shmring::spsc::{TryPopError, TryPushError};
 
 /// Messages carry their producer's tag in the top bits.
 const TAG_SHIFT: u32 = 40;
@@ -37,35 +36,7 @@ fn mpmc_child() {
         }
         // Pops until Disconnected, checking per-producer order, and writes
         // everything it got to M_OUT.
-        "consumer" => {
-            let mut rx = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
-            println!("ready");
-            let mut got = Vec::new();
-            let mut last = std::collections::HashMap::<u64, u64>::new();
-            loop {
-                match rx.pop_timeout(Some(Duration::from_secs(60))) {
-                    Ok(v) => {
-                        let (tag, seq) = (v >> TAG_SHIFT, v & ((1 << TAG_SHIFT) - 1));
-                        if let Some(&prev) = last.get(&tag) {
-                            assert!(seq > prev, "producer {tag}: {seq} after {prev}");
-                        }
-                        last.insert(tag, seq);
-                        got.push(v);
-                    }
-                    Err(PopError::Disconnected) => break,
-                    Err(e) => panic!("consumer: {e}"),
-                }
-            }
-            let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(env_str("M_OUT"))
-                .unwrap()
-                .write_all(&bytes)
-                .unwrap();
-        }
+        "consumer" => drain_mpmc_to_file(&dir, &name, &env_str("M_OUT"), TAG_SHIFT),
         // Takes one message in place and holds it until killed.
         "holder" => {
             let mut rx = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();

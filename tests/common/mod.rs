@@ -267,3 +267,40 @@ pub fn create_u64_ring(dir: &Path, name: &str, capacity: u64) -> shmring::Segmen
         )
         .expect("create ring")
 }
+
+/// A child's side: consumes u64 messages from the MPMC ring `name` until
+/// every producer is gone, asserting that each producer's sequence (the bits
+/// below `tag_shift`; the tag is above) only grows, then writes everything it
+/// got to the new file `out` (little-endian u64s). Prints "ready" once
+/// attached.
+pub fn drain_mpmc_to_file(dir: &str, name: &str, out: &str, tag_shift: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut rx = shmring::mpmc::Consumer::<u64>::attach(open_ring(dir, name)).unwrap();
+    println!("ready");
+    let mut got = Vec::new();
+    let mut last = std::collections::HashMap::<u64, u64>::new();
+    loop {
+        match rx.pop_timeout(Some(Duration::from_secs(60))) {
+            Ok(v) => {
+                let (tag, seq) = (v >> tag_shift, v & ((1 << tag_shift) - 1));
+                if let Some(&prev) = last.get(&tag) {
+                    assert!(seq > prev, "producer {tag}: {seq} after {prev}");
+                }
+                last.insert(tag, seq);
+                got.push(v);
+            }
+            Err(shmring::spsc::PopError::Disconnected) => break,
+            Err(e) => panic!("consumer: {e}"),
+        }
+    }
+    let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+}
