@@ -154,38 +154,23 @@ fn recv_without_create_on_a_missing_ring_is_exit_1() {
     dir.finish();
 }
 
-#[test]
-fn bench_json_has_the_documented_keys_and_leaves_nothing() {
+/// Runs `shmring bench --duration 0.05 --json` with `extra` arguments;
+/// checks it succeeded and left no ring behind; returns its JSON.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
     let child = shmring_bin()
         .args(["bench", "--duration", "0.05", "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(120));
+    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(180));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for k in ["atomic_limit", "shmring_spin", "pipe", "unix_socket"] {
-        for q in ["p50", "p99", "p999"] {
-            assert!(v["rtt_ns"][k][q].as_f64().unwrap() > 0.0, "{k}.{q}");
-        }
-    }
-    for k in [
-        "shmring_spsc_u64",
-        "shmring_spsc_u64_batched",
-        "shmring_frames_4k",
-        "pipe_4k",
-        "unix_socket_4k",
-    ] {
-        assert!(v["throughput_msgs_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
-    }
-    assert!(v["memcpy_gb_per_s"].as_f64().unwrap() > 0.0);
-    assert!(v["cores"].as_u64().unwrap() >= 1);
     let prefix = format!("shmring-bench-{pid}");
     let left: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()
@@ -193,6 +178,104 @@ fn bench_json_has_the_documented_keys_and_leaves_nothing() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "bench left {left:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn bench_json_has_the_documented_keys_and_leaves_nothing() {
+    let v = bench_json(&[]);
+    for k in [
+        "atomic_limit",
+        "futex_limit",
+        "shmring_spin",
+        "shmring_default",
+        "shmring_park",
+        "shmring_mpmc_spin",
+        "pipe",
+        "unix_socket",
+    ] {
+        for q in ["p50", "p99", "p999"] {
+            assert!(v["rtt_ns"][k][q].as_f64().unwrap() > 0.0, "{k}.{q}");
+        }
+    }
+    for k in [
+        "shmring_spsc_u64",
+        "shmring_spsc_u64_batched",
+        "rtrb_u64_in_process",
+        "shmring_frames_4k",
+        "pipe_4k",
+        "unix_socket_4k",
+        "shmring_mpmc_u64",
+        "shmring_mpmc_u64_2p",
+        "crossbeam_array_queue_u64_in_process",
+    ] {
+        assert!(v["throughput_msgs_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(v["memcpy_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["frames_4k_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["cores"].as_u64().unwrap() >= 1);
+    assert!(!v["cpu"].as_str().unwrap().is_empty());
+    // Every target of issue 7 is judged when every row ran.
+    let targets = v["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 11, "{targets:?}");
+    for t in targets {
+        assert!(t["ratio"].as_f64().unwrap() >= 0.0, "{t}");
+        assert!(t["met"].is_boolean(), "{t}");
+    }
+}
+
+#[test]
+fn bench_kind_and_wait_choose_the_rows_and_plot_writes_an_svg() {
+    let dir = TestDir::new("plot");
+    let svg = dir.file("rtt.svg");
+    let v = bench_json(&[
+        "--kind",
+        "mpmc",
+        "--wait",
+        "park",
+        "--size",
+        "1000",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        keys(&v["rtt_ns"]),
+        [
+            "atomic_limit",
+            "futex_limit",
+            "pipe",
+            "shmring_mpmc_park",
+            "unix_socket"
+        ]
+    );
+    assert_eq!(
+        keys(&v["throughput_msgs_per_s"]),
+        [
+            "crossbeam_array_queue_u64_in_process",
+            "shmring_mpmc_u64",
+            "shmring_mpmc_u64_2p"
+        ]
+    );
+    assert_eq!(keys(&v["idle_cpu_percent"]), ["park"]);
+    assert!(v.get("memcpy_gb_per_s").is_none());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(200)]);
+    assert!(text.trim_end().ends_with("</svg>"));
+    for row in ["atomic_limit", "shmring_mpmc_park", "unix_socket"] {
+        assert!(
+            text.contains(&format!(">{row}</text>")),
+            "no legend for {row}"
+        );
+    }
+    assert_eq!(text.matches("<polyline").count(), 5);
+    std::fs::remove_file(&svg).unwrap();
+    dir.finish();
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! in one run, as ratios. The peer is a forked child process pinned to
 //! another core (when there is one).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -12,14 +13,21 @@ use serde::Serialize;
 use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
 use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::wait::{WaitStrategy, raw};
-use shmring::{Error, Segment, SegmentOptions};
+use shmring::{Error, Segment, SegmentOptions, mpmc};
 
 /// Options of `shmring bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub(super) struct BenchArgs {
-    /// Seconds per measurement (there are nine).
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 1.5)]
     duration: f64,
+    /// Which ring kinds to measure (the baselines always run).
+    #[arg(long, value_enum, default_value = "all")]
+    kind: KindArg,
+    /// Which wait strategies to measure round trips (and idle CPU) with;
+    /// `all` means spin, default and park.
+    #[arg(long, value_enum, default_value = "all")]
+    wait: WaitArg,
     /// Frame size in bytes for the frame, pipe and socket throughput runs.
     #[arg(long, default_value_t = 4096)]
     size: usize,
@@ -29,6 +37,9 @@ pub(super) struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write the round-trip latency distributions as an SVG plot to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
     /// Huge pages for the benchmark's rings (see `create --huge-pages`;
     /// with the global --dir on a hugetlbfs mount every ring is huge).
     #[arg(long, value_enum, default_value = "off")]
@@ -41,28 +52,97 @@ pub(super) struct BenchArgs {
     lock_memory: bool,
 }
 
-#[derive(Serialize, Clone, Copy, Debug)]
+/// `--kind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum KindArg {
+    /// SPSC typed, frames and MPMC.
+    All,
+    /// Typed SPSC rings (round trips and u64 throughput).
+    Spsc,
+    /// Frame rings (throughput at --size, against pipe, socket, memcpy).
+    Frames,
+    /// MPMC rings (round trips, 1 and 2 producers).
+    Mpmc,
+}
+
+/// `--wait`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitArg {
+    /// spin, default and park.
+    All,
+    /// `WaitStrategy::Spin`.
+    Spin,
+    /// `WaitStrategy::Yield`.
+    Yield,
+    /// `WaitStrategy::Park` with no spinning: sleep at once.
+    Park,
+    /// The default strategy: spin 50 µs, then park.
+    Default,
+}
+
+impl WaitArg {
+    fn strategy(self) -> WaitStrategy {
+        match self {
+            WaitArg::Spin | WaitArg::All => WaitStrategy::Spin,
+            WaitArg::Yield => WaitStrategy::Yield,
+            WaitArg::Park => WaitStrategy::Park {
+                spin: Duration::ZERO,
+            },
+            WaitArg::Default => WaitStrategy::default(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WaitArg::Spin | WaitArg::All => "spin",
+            WaitArg::Yield => "yield",
+            WaitArg::Park => "park",
+            WaitArg::Default => "default",
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
 struct Percentiles {
     p50: f64,
     p99: f64,
     p999: f64,
     samples: usize,
+    /// (nines, ns) points of the distribution for `--plot`, where nines is
+    /// -log10(1 - quantile).
+    #[serde(skip)]
+    curve: Vec<(f64, f64)>,
+}
+
+/// One performance target of issue 7, checked against this run.
+#[derive(Serialize, Clone, Debug)]
+struct Target {
+    what: &'static str,
+    /// The measured ratio.
+    ratio: f64,
+    /// The bound it must meet.
+    goal: &'static str,
+    met: bool,
 }
 
 #[derive(Serialize, Debug, Default)]
 struct Report {
-    rtt_ns: std::collections::BTreeMap<&'static str, Percentiles>,
-    throughput_msgs_per_s: std::collections::BTreeMap<String, f64>,
-    memcpy_gb_per_s: f64,
-    frames_gb_per_s: f64,
+    rtt_ns: BTreeMap<String, Percentiles>,
+    throughput_msgs_per_s: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memcpy_gb_per_s: Option<f64>,
+    /// `frames_<size>_gb_per_s`, e.g. `frames_4k_gb_per_s`.
+    #[serde(flatten)]
+    frames_gb: BTreeMap<String, f64>,
     frame_size: usize,
     cpu: String,
     cores: usize,
     pinned: bool,
-    idle_cpu_percent: std::collections::BTreeMap<&'static str, f64>,
-    not_measured: Vec<&'static str>,
+    idle_cpu_percent: BTreeMap<String, f64>,
+    targets: Vec<Target>,
     /// The rings' directory and backing options.
     backing: String,
+    duration_s: f64,
 }
 
 fn err(what: impl Into<String>) -> Error {
@@ -115,29 +195,40 @@ fn fork(pinned: bool, body: impl FnOnce()) -> Result<Child, Error> {
 
 fn percentiles(mut v: Vec<u64>) -> Percentiles {
     v.sort_unstable();
-    let at = |q: f64| {
-        if v.is_empty() {
-            return 0.0;
-        }
-        v[((v.len() - 1) as f64 * q).round() as usize] as f64
-    };
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64;
+    // The plot runs to the last quantile the samples resolve.
+    let max_nines = (v.len() as f64).log10().clamp(0.0, 6.0);
+    let curve = (0..=240)
+        .map(|i| {
+            let nines = max_nines * f64::from(i) / 240.0;
+            (nines, at(1.0 - 10f64.powf(-nines)))
+        })
+        .collect();
     Percentiles {
         p50: at(0.50),
         p99: at(0.99),
         p999: at(0.999),
         samples: v.len(),
+        curve,
     }
 }
 
 /// Times round trips of `one` (which must do one full round trip) for
 /// `dur`, after a short warm-up.
 fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Percentiles {
-    for i in 0..10_000 {
+    // Warm up for 10,000 round trips and at least 200 ms: the first
+    // measurement of a run otherwise pays for cores waking up.
+    let warm = Instant::now() + Duration::from_millis(200);
+    let mut i = 0u64;
+    while i < 10_000 || Instant::now() < warm {
         one(i);
+        i += 1;
     }
     let mut samples = Vec::with_capacity(1 << 20);
     let end = Instant::now() + dur;
-    let mut i = 10_000u64;
     while samples.len() < 4_000_000 {
         let t = Instant::now();
         one(i);
@@ -249,37 +340,77 @@ fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
     Ok(p)
 }
 
-/// Round trips through two SPSC rings, both sides waiting by `strategy`.
-fn shmring_rtt(
+/// The sending half of a ring the round-trip bench bounces u64s through.
+trait PingTx: Sized {
+    fn attach_to(seg: Arc<Segment>, strategy: WaitStrategy) -> Result<Self, Error>;
+    /// Blocking push; false when the ring is finished.
+    fn send(&mut self, v: u64) -> bool;
+}
+
+/// The receiving half.
+trait PingRx: Sized {
+    fn attach_to(seg: Arc<Segment>, strategy: WaitStrategy) -> Result<Self, Error>;
+    /// Blocking pop; `None` when the ring is finished.
+    fn recv(&mut self) -> Option<u64>;
+}
+
+macro_rules! ping_halves {
+    ($tx:ty, $rx:ty) => {
+        impl PingTx for $tx {
+            fn attach_to(seg: Arc<Segment>, strategy: WaitStrategy) -> Result<Self, Error> {
+                let mut h = <$tx>::attach(seg)?;
+                h.set_wait_strategy(strategy);
+                Ok(h)
+            }
+            #[inline]
+            fn send(&mut self, v: u64) -> bool {
+                self.push(v).is_ok()
+            }
+        }
+        impl PingRx for $rx {
+            fn attach_to(seg: Arc<Segment>, strategy: WaitStrategy) -> Result<Self, Error> {
+                let mut h = <$rx>::attach(seg)?;
+                h.set_wait_strategy(strategy);
+                Ok(h)
+            }
+            #[inline]
+            fn recv(&mut self) -> Option<u64> {
+                self.pop().ok()
+            }
+        }
+    };
+}
+
+ping_halves!(Producer<u64>, Consumer<u64>);
+ping_halves!(mpmc::Producer<u64>, mpmc::Consumer<u64>);
+
+/// Round trips through two rings of one kind, both sides waiting by
+/// `strategy`; the child echoes.
+fn ring_rtt<Tx: PingTx, Rx: PingRx>(
     n: &Names,
     tag: &str,
+    (layout, type_id): (shmring::Layout, u64),
     strategy: WaitStrategy,
     dur: Duration,
     pinned: bool,
 ) -> Result<Percentiles, Error> {
-    let l = spsc::layout::<u64>(64)?;
-    let id = spsc::type_id::<u64>();
     let (ping_name, pong_name) = (format!("{tag}-ping"), format!("{tag}-pong"));
-    let ping = n.seg(&ping_name, &l, id)?;
-    let pong = n.seg(&pong_name, &l, id)?;
+    let ping = n.seg(&ping_name, &layout, type_id)?;
+    let pong = n.seg(&pong_name, &layout, type_id)?;
     let child = fork(pinned, || {
-        let mut rx = Consumer::<u64>::attach(n.open(&ping_name)).expect("ping consumer");
-        let mut tx = Producer::<u64>::attach(n.open(&pong_name)).expect("pong producer");
-        rx.set_wait_strategy(strategy);
-        tx.set_wait_strategy(strategy);
-        while let Ok(v) = rx.pop() {
-            if tx.push(v).is_err() {
+        let mut rx = Rx::attach_to(n.open(&ping_name), strategy).expect("ping consumer");
+        let mut tx = Tx::attach_to(n.open(&pong_name), strategy).expect("pong producer");
+        while let Some(v) = rx.recv() {
+            if !tx.send(v) {
                 return;
             }
         }
     })?;
-    let mut tx = Producer::<u64>::attach(ping)?;
-    let mut rx = Consumer::<u64>::attach(pong)?;
-    tx.set_wait_strategy(strategy);
-    rx.set_wait_strategy(strategy);
+    let mut tx = Tx::attach_to(ping, strategy)?;
+    let mut rx = Rx::attach_to(pong, strategy)?;
     let p = time_rtts(dur, |i| {
-        tx.push(i).expect("bench push");
-        rx.pop().expect("bench pop");
+        assert!(tx.send(i), "bench push");
+        assert_eq!(rx.recv(), Some(i), "bench pop");
     });
     // The child dies first so that our detach is the last one and removes
     // the rings (a killed process never detaches).
@@ -329,15 +460,9 @@ fn futex_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
     Ok(p)
 }
 
-/// CPU used by a consumer waiting `dur` on an empty ring by `strategy`, in
-/// percent of one core (from the child's utime + stime).
-fn idle_cpu(
-    n: &Names,
-    tag: &str,
-    strategy: WaitStrategy,
-    dur: Duration,
-    pinned: bool,
-) -> Result<f64, Error> {
+/// CPU used by a consumer waiting a second on an empty ring by `strategy`,
+/// in percent of one core (from the child's utime + stime).
+fn idle_cpu(n: &Names, tag: &str, strategy: WaitStrategy, pinned: bool) -> Result<f64, Error> {
     let seg = n.seg(tag, &spsc::layout::<u64>(64)?, spsc::type_id::<u64>())?;
     let tx = Producer::<u64>::attach(seg)?;
     let child = fork(pinned, || {
@@ -348,7 +473,7 @@ fn idle_cpu(
     std::thread::sleep(Duration::from_millis(100));
     let before = cpu_seconds(child.0);
     let t = Instant::now();
-    std::thread::sleep(dur.min(Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_secs(1));
     let used = cpu_seconds(child.0) - before;
     let pct = 100.0 * used / t.elapsed().as_secs_f64();
     drop(child);
@@ -420,7 +545,56 @@ fn pipes() -> Result<(PipePair, PipePair), Error> {
     Ok((PipePair(r1, w2), PipePair(r2, w1)))
 }
 
-/// Messages per second: the child sends for `dur`, we count what arrives.
+/// How long a throughput child keeps sending: past the consumer's warm-up
+/// and measurement, with margin; it is killed when the measurement ends.
+fn send_window(dur: Duration) -> Instant {
+    Instant::now() + dur + Duration::from_secs(2)
+}
+
+/// One receive step of a throughput run: `Ok(k)` messages taken (0: none
+/// ready, the caller relaxes), `Err` when the ring failed.
+fn took(got: Result<usize, TryPopError>, spins: &mut u32) -> u64 {
+    match got {
+        Ok(k) => k as u64,
+        Err(TryPopError::Empty) => {
+            relax(spins);
+            0
+        }
+        Err(e) => panic!("bench: ring failed: {e}"),
+    }
+}
+
+/// Drops the value carried by a push error.
+fn unit<T>(e: TryPushError<T>) -> TryPushError<()> {
+    match e {
+        TryPushError::Full(_) => TryPushError::Full(()),
+        TryPushError::Disconnected(_) => TryPushError::Disconnected(()),
+        TryPushError::Corrupted(_, w) => TryPushError::Corrupted((), w),
+    }
+}
+
+/// Sends `batch` u64s at a time (one by one when 1) with `push` until the
+/// window closes or the ring fails.
+fn send_u64s(
+    dur: Duration,
+    batch: usize,
+    mut push: impl FnMut(&[u64]) -> Result<usize, TryPushError<()>>,
+) {
+    let end = send_window(dur);
+    let buf: Vec<u64> = (0..batch as u64).collect();
+    while Instant::now() < end {
+        for _ in 0..1024 {
+            match push(&buf) {
+                Ok(_) => {}
+                Err(TryPushError::Full(())) => std::hint::spin_loop(),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// SPSC u64 messages per second across processes: the child sends, we
+/// count what arrives (`batch` 1: `try_push`/`try_pop`, else slices).
 fn spsc_throughput(
     n: &Names,
     dur: Duration,
@@ -428,66 +602,140 @@ fn spsc_throughput(
     batch: usize,
     cap: u64,
 ) -> Result<f64, Error> {
-    let seg = n.seg(
-        &format!("tp{batch}"),
-        &spsc::layout::<u64>(cap)?,
-        spsc::type_id::<u64>(),
-    )?;
+    let tag = format!("tp{batch}");
+    let seg = n.seg(&tag, &spsc::layout::<u64>(cap)?, spsc::type_id::<u64>())?;
     let child = fork(pinned, || {
-        let mut tx = Producer::<u64>::attach(n.open(&format!("tp{batch}"))).expect("producer");
-        let end = Instant::now() + dur + Duration::from_millis(200);
-        let buf: Vec<u64> = (0..batch as u64).collect();
-        let mut i = 0u64;
-        while Instant::now() < end {
-            for _ in 0..1024 {
-                if batch == 1 {
-                    match tx.try_push(i) {
-                        Ok(()) => i += 1,
-                        Err(TryPushError::Full(_)) => std::hint::spin_loop(),
-                        Err(_) => return,
-                    }
-                } else {
-                    match tx.push_slice(&buf) {
-                        Ok(k) => i += k as u64,
-                        Err(TryPushError::Full(())) => std::hint::spin_loop(),
-                        Err(_) => return,
-                    }
-                }
+        let mut tx = Producer::<u64>::attach(n.open(&tag)).expect("producer");
+        send_u64s(dur, batch, |b| {
+            if batch == 1 {
+                tx.try_push(b[0]).map(|()| 1).map_err(unit)
+            } else {
+                tx.push_slice(b)
             }
-        }
+        });
     })?;
     let mut rx = Consumer::<u64>::attach(seg)?;
     let mut out = vec![0u64; batch];
-    let mut count = 0u64;
-    // Skip the start-up, then count for `dur`.
-    let start_at = Instant::now() + Duration::from_millis(100);
-    let mut started: Option<Instant> = None;
-    let mut spins = 0;
-    loop {
+    let rate = count_for(dur, |spins| {
         let got = if batch == 1 {
-            rx.try_pop().map(|_| 1)
+            rx.try_pop().map(|v| {
+                std::hint::black_box(v);
+                1
+            })
         } else {
             rx.pop_into(&mut out)
         };
-        match got {
-            Ok(k) => {
-                if let Some(s) = started {
-                    count += k as u64;
-                    if count % 4096 < k as u64 && s.elapsed() >= dur {
-                        break;
-                    }
-                } else if Instant::now() >= start_at {
-                    started = Some(Instant::now());
-                }
-            }
-            Err(TryPopError::Empty) => relax(&mut spins),
-            Err(_) => break,
-        }
-    }
-    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+        took(got, spins)
+    });
     drop(child);
     drop(rx);
-    Ok(count as f64 / secs)
+    Ok(rate)
+}
+
+/// MPMC u64 messages per second, one by one: `producers` child processes
+/// (all on the second core) send, we consume.
+fn mpmc_throughput(
+    n: &Names,
+    dur: Duration,
+    pinned: bool,
+    producers: u32,
+    cap: u64,
+) -> Result<f64, Error> {
+    let tag = format!("mpmc-tp{producers}");
+    let seg = n.seg(
+        &tag,
+        &mpmc::layout_with_roles::<u64>(cap, producers, 1)?,
+        mpmc::type_id::<u64>(),
+    )?;
+    let mut children = Vec::new();
+    for _ in 0..producers {
+        children.push(fork(pinned, || {
+            let mut tx = mpmc::Producer::<u64>::attach(n.open(&tag)).expect("producer");
+            send_u64s(dur, 1, |b| tx.try_push(b[0]).map(|()| 1).map_err(unit));
+        })?);
+    }
+    let mut rx = mpmc::Consumer::<u64>::attach(seg)?;
+    let rate = count_for(dur, |spins| {
+        took(
+            rx.try_pop().map(|v| {
+                std::hint::black_box(v);
+                1
+            }),
+            spins,
+        )
+    });
+    drop(children);
+    drop(rx);
+    Ok(rate)
+}
+
+/// In-process baselines: `push` runs on a second thread (pinned to the
+/// second core) until we have counted for `dur`.
+fn two_threads(
+    dur: Duration,
+    pinned: bool,
+    mut push: impl FnMut() -> bool + Send,
+    mut pop: impl FnMut() -> bool,
+) -> f64 {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if pinned {
+                pin(1);
+            }
+            let mut i = 0u32;
+            loop {
+                if !push() {
+                    std::hint::spin_loop();
+                }
+                i = i.wrapping_add(1);
+                if i.is_multiple_of(1024) && stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        });
+        let rate = count_for(dur, |spins| {
+            if pop() {
+                1
+            } else {
+                relax(spins);
+                0
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        rate
+    })
+}
+
+/// rtrb (the in-process SPSC reference), u64 one by one.
+fn rtrb_throughput(dur: Duration, pinned: bool, cap: usize) -> f64 {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(cap);
+    let mut i = 0u64;
+    two_threads(
+        dur,
+        pinned,
+        move || {
+            i += 1;
+            tx.push(i).is_ok()
+        },
+        move || rx.pop().map(std::hint::black_box).is_ok(),
+    )
+}
+
+/// crossbeam's ArrayQueue (the in-process MPMC reference), one producer
+/// and one consumer, u64 one by one.
+fn array_queue_throughput(dur: Duration, pinned: bool, cap: usize) -> f64 {
+    let q = crossbeam_queue::ArrayQueue::<u64>::new(cap);
+    let mut i = 0u64;
+    two_threads(
+        dur,
+        pinned,
+        || {
+            i += 1;
+            q.push(i).is_ok()
+        },
+        || q.pop().map(std::hint::black_box).is_some(),
+    )
 }
 
 fn frames_throughput(n: &Names, dur: Duration, pinned: bool, size: usize) -> Result<f64, Error> {
@@ -516,11 +764,11 @@ fn frames_throughput(n: &Names, dur: Duration, pinned: bool, size: usize) -> Res
         Ok(f) => {
             dst.copy_from_slice(&f);
             f.release();
-            true
+            1
         }
         Err(TryPopError::Empty) => {
             relax(spins);
-            false
+            0
         }
         Err(_) => panic!("bench: frame ring failed"),
     });
@@ -531,8 +779,8 @@ fn frames_throughput(n: &Names, dur: Duration, pinned: bool, size: usize) -> Res
 }
 
 /// Calls `step` until `dur` has passed after a 100 ms warm-up; returns the
-/// rate of `true` results per second.
-fn count_for(dur: Duration, mut step: impl FnMut(&mut u32) -> bool) -> f64 {
+/// number of messages `step` reported per second.
+fn count_for(dur: Duration, mut step: impl FnMut(&mut u32) -> u64) -> f64 {
     let warm = Instant::now() + Duration::from_millis(100);
     let mut spins = 0;
     while Instant::now() < warm {
@@ -540,12 +788,15 @@ fn count_for(dur: Duration, mut step: impl FnMut(&mut u32) -> bool) -> f64 {
     }
     let start = Instant::now();
     let mut count = 0u64;
+    let mut calls = 0u32;
     loop {
-        if step(&mut spins) {
-            count += 1;
+        let got = step(&mut spins);
+        if got > 0 {
+            count += got;
             spins = 0;
         }
-        if count.is_multiple_of(256) && start.elapsed() >= dur {
+        calls = calls.wrapping_add(1);
+        if calls.is_multiple_of(256) && start.elapsed() >= dur {
             break;
         }
     }
@@ -567,22 +818,37 @@ fn stream_throughput<S: Read + Write>(
     let mut dst = vec![0u8; size];
     let rate = count_for(dur, |_| {
         ours.read_exact(&mut dst).expect("bench read");
-        true
+        1
     });
     drop(ours);
     drop(child);
     Ok(rate)
 }
 
+/// The best single-core `memcpy` rate of `size` bytes over a few relative
+/// alignments of source and destination: some CPUs' `rep movsb` slows down
+/// many times over when the two sit at certain distances modulo 4 KiB,
+/// and a baseline must not depend on where the allocator put them.
 fn memcpy_gb_per_s(size: usize, dur: Duration) -> f64 {
-    let src = vec![0x5au8; size];
-    let mut dst = vec![0u8; size];
-    let rate = count_for(dur.min(Duration::from_secs(1)), |_| {
-        dst.copy_from_slice(std::hint::black_box(&src));
-        std::hint::black_box(&mut dst);
-        true
-    });
-    rate * size as f64 / 1e9
+    const PAGE: usize = 4096;
+    let span = size.next_multiple_of(PAGE) + 2 * PAGE;
+    let mut buf = vec![0x5au8; 2 * span + PAGE];
+    let base = buf.as_ptr().align_offset(PAGE);
+    let (src_area, dst_area) = buf[base..].split_at_mut(span);
+    let src = &src_area[..size];
+    [0usize, 64, 1024, 2048 + 64]
+        .into_iter()
+        .map(|off| {
+            let dst = &mut dst_area[off..off + size];
+            let each = (dur / 4).min(Duration::from_millis(250));
+            count_for(each, |_| {
+                dst.copy_from_slice(std::hint::black_box(src));
+                std::hint::black_box(&mut *dst);
+                1
+            }) * size as f64
+                / 1e9
+        })
+        .fold(0.0, f64::max)
 }
 
 fn cpu_name() -> String {
@@ -597,12 +863,95 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// One measurement of the run.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    AtomicLimit,
+    FutexLimit,
+    SpscRtt(WaitArg),
+    MpmcRtt(WaitArg),
+    IdleCpu(WaitArg),
+    PipeRtt,
+    UnixRtt,
+    SpscU64,
+    SpscU64Batched,
+    Rtrb,
+    Frames,
+    PipeThroughput,
+    UnixThroughput,
+    Memcpy,
+    MpmcU64(u32),
+    ArrayQueue,
+}
+
+impl Step {
+    fn label(self) -> String {
+        match self {
+            Step::AtomicLimit => "atomic ping-pong (hardware limit)".into(),
+            Step::FutexLimit => "futex ping-pong (sleeping limit)".into(),
+            Step::SpscRtt(w) => format!("spsc round trip, {}", w.name()),
+            Step::MpmcRtt(w) => format!("mpmc round trip, {}", w.name()),
+            Step::IdleCpu(w) => format!("idle consumer CPU, {}", w.name()),
+            Step::PipeRtt => "pipe round trip".into(),
+            Step::UnixRtt => "unix socket round trip".into(),
+            Step::SpscU64 => "spsc u64 one by one".into(),
+            Step::SpscU64Batched => "spsc u64 batched".into(),
+            Step::Rtrb => "rtrb in-process".into(),
+            Step::Frames => "frames".into(),
+            Step::PipeThroughput => "pipe throughput".into(),
+            Step::UnixThroughput => "unix socket throughput".into(),
+            Step::Memcpy => "memcpy".into(),
+            Step::MpmcU64(p) => format!("mpmc u64, {p} producer(s)"),
+            Step::ArrayQueue => "crossbeam ArrayQueue in-process".into(),
+        }
+    }
+}
+
+/// The measurements `--kind` and `--wait` ask for, in order.
+fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
+    let waits = if wait == WaitArg::All {
+        vec![WaitArg::Spin, WaitArg::Default, WaitArg::Park]
+    } else {
+        vec![wait]
+    };
+    let has = |k: KindArg| kind == KindArg::All || kind == k;
+    let mut steps = vec![Step::AtomicLimit];
+    if has(KindArg::Spsc) {
+        steps.extend(waits.iter().map(|&w| Step::SpscRtt(w)));
+    }
+    if has(KindArg::Mpmc) {
+        // One strategy is enough to compare the kinds' round trips.
+        steps.push(Step::MpmcRtt(waits[0]));
+    }
+    steps.push(Step::FutexLimit);
+    steps.extend(waits.iter().map(|&w| Step::IdleCpu(w)));
+    steps.extend([Step::PipeRtt, Step::UnixRtt]);
+    if has(KindArg::Spsc) {
+        steps.extend([Step::SpscU64, Step::SpscU64Batched, Step::Rtrb]);
+    }
+    if has(KindArg::Frames) {
+        steps.extend([
+            Step::Frames,
+            Step::PipeThroughput,
+            Step::UnixThroughput,
+            Step::Memcpy,
+        ]);
+    }
+    if has(KindArg::Mpmc) {
+        steps.extend([Step::MpmcU64(1), Step::MpmcU64(2), Step::ArrayQueue]);
+    }
+    steps
+}
+
 pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     if !(0.05..=600.0).contains(&args.duration) {
         return Err(err("--duration must be between 0.05 and 600 seconds"));
     }
     if args.size == 0 || args.size > 1 << 20 {
         return Err(err("--size must be between 1 and 1048576 bytes"));
+    }
+    if !(2..=1 << 24).contains(&args.capacity) {
+        return Err(err("--capacity must be between 2 and 16777216 slots"));
     }
     let dur = Duration::from_secs_f64(args.duration);
     let cores = std::thread::available_parallelism()
@@ -618,12 +967,13 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
             .lock_memory(args.lock_memory),
     };
     let size = args.size;
+    let tag = size_tag(size);
+    let cap = args.capacity;
     let mut r = Report {
         frame_size: size,
         cpu: cpu_name(),
         cores,
         pinned,
-        not_measured: vec!["mpmc (not in shmring bench yet)"],
         backing: format!(
             "dir {}, huge pages {:?}, populate {}, mlock {}",
             dir.display(),
@@ -631,100 +981,249 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
             args.populate,
             args.lock_memory
         ),
+        duration_s: args.duration,
         ..Report::default()
     };
-    let steps = 16;
+    let steps = plan(args.kind, args.wait);
     let progress = std::io::stderr().is_terminal() && !args.json;
-    let mut step = 0;
-    let mut tick = |what: &str| {
-        step += 1;
+    let spsc_ring = (spsc::layout::<u64>(64)?, spsc::type_id::<u64>());
+    let mpmc_ring = (
+        mpmc::layout_with_roles::<u64>(64, 1, 1)?,
+        mpmc::type_id::<u64>(),
+    );
+    for (i, &step) in steps.iter().enumerate() {
         if progress {
-            let done = "#".repeat(step * 30 / steps);
-            eprint!("\r[{done:<30}] {step}/{steps} {what:<32}");
+            let done = "#".repeat((i + 1) * 30 / steps.len());
+            eprint!(
+                "\r[{done:<30}] {}/{} {:<40}",
+                i + 1,
+                steps.len(),
+                step.label()
+            );
         }
-    };
-    tick("atomic ping-pong (hardware limit)");
-    r.rtt_ns.insert("atomic_limit", atomic_limit(dur, pinned)?);
-    tick("shmring spin round trip");
-    r.rtt_ns.insert(
-        "shmring_spin",
-        shmring_rtt(&n, "spin", WaitStrategy::Spin, dur, pinned)?,
-    );
-    tick("shmring default (park after 50 us)");
-    r.rtt_ns.insert(
-        "shmring_default",
-        shmring_rtt(&n, "default", WaitStrategy::default(), dur, pinned)?,
-    );
-    tick("futex ping-pong (sleeping limit)");
-    r.rtt_ns.insert("futex_limit", futex_limit(dur, pinned)?);
-    tick("shmring park round trip");
-    let park = WaitStrategy::Park {
-        spin: Duration::ZERO,
-    };
-    r.rtt_ns
-        .insert("shmring_park", shmring_rtt(&n, "park", park, dur, pinned)?);
-    for (key, strategy) in [
-        ("spin", WaitStrategy::Spin),
-        ("yield", WaitStrategy::Yield),
-        ("park", WaitStrategy::default()),
-    ] {
-        tick("idle consumer CPU");
-        r.idle_cpu_percent.insert(
-            key,
-            idle_cpu(&n, &format!("idle-{key}"), strategy, dur, pinned)?,
-        );
+        let tp = &mut r.throughput_msgs_per_s;
+        match step {
+            Step::AtomicLimit => {
+                r.rtt_ns
+                    .insert("atomic_limit".into(), atomic_limit(dur, pinned)?);
+            }
+            Step::FutexLimit => {
+                r.rtt_ns
+                    .insert("futex_limit".into(), futex_limit(dur, pinned)?);
+            }
+            Step::SpscRtt(w) => {
+                let key = format!("shmring_{}", w.name());
+                let p = ring_rtt::<Producer<u64>, Consumer<u64>>(
+                    &n,
+                    &key,
+                    spsc_ring,
+                    w.strategy(),
+                    dur,
+                    pinned,
+                )?;
+                r.rtt_ns.insert(key, p);
+            }
+            Step::MpmcRtt(w) => {
+                let key = format!("shmring_mpmc_{}", w.name());
+                let p = ring_rtt::<mpmc::Producer<u64>, mpmc::Consumer<u64>>(
+                    &n,
+                    &key,
+                    mpmc_ring,
+                    w.strategy(),
+                    dur,
+                    pinned,
+                )?;
+                r.rtt_ns.insert(key, p);
+            }
+            Step::IdleCpu(w) => {
+                let pct = idle_cpu(&n, &format!("idle-{}", w.name()), w.strategy(), pinned)?;
+                r.idle_cpu_percent.insert(w.name().into(), pct);
+            }
+            Step::PipeRtt => {
+                let (a, b) = pipes()?;
+                let mut b = Some(b);
+                let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                r.rtt_ns.insert("pipe".into(), p);
+            }
+            Step::UnixRtt => {
+                let (a, b) = socket_pair()?;
+                let mut b = Some(b);
+                let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                r.rtt_ns.insert("unix_socket".into(), p);
+            }
+            Step::SpscU64 => {
+                let v = spsc_throughput(&n, dur, pinned, 1, cap)?;
+                tp.insert("shmring_spsc_u64".into(), v);
+            }
+            Step::SpscU64Batched => {
+                let v = spsc_throughput(&n, dur, pinned, 64, cap)?;
+                tp.insert("shmring_spsc_u64_batched".into(), v);
+            }
+            Step::Rtrb => {
+                let v = rtrb_throughput(dur, pinned, cap as usize);
+                tp.insert("rtrb_u64_in_process".into(), v);
+            }
+            Step::Frames => {
+                let v = frames_throughput(&n, dur, pinned, size)?;
+                tp.insert(format!("shmring_frames_{tag}"), v);
+                r.frames_gb
+                    .insert(format!("frames_{tag}_gb_per_s"), v * size as f64 / 1e9);
+            }
+            Step::PipeThroughput => {
+                let (a, b) = pipes()?;
+                let mut b = Some(b);
+                let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                tp.insert(format!("pipe_{tag}"), v);
+            }
+            Step::UnixThroughput => {
+                let (a, b) = socket_pair()?;
+                let mut b = Some(b);
+                let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                tp.insert(format!("unix_socket_{tag}"), v);
+            }
+            Step::Memcpy => r.memcpy_gb_per_s = Some(memcpy_gb_per_s(size, dur)),
+            Step::MpmcU64(p) => {
+                let v = mpmc_throughput(&n, dur, pinned, p, cap)?;
+                let key = if p == 1 {
+                    "shmring_mpmc_u64".to_string()
+                } else {
+                    format!("shmring_mpmc_u64_{p}p")
+                };
+                tp.insert(key, v);
+            }
+            Step::ArrayQueue => {
+                let v = array_queue_throughput(dur, pinned, cap as usize);
+                tp.insert("crossbeam_array_queue_u64_in_process".into(), v);
+            }
+        }
     }
-    tick("pipe round trip");
-    let (a, b) = pipes()?;
-    let mut b = Some(b);
-    r.rtt_ns.insert(
-        "pipe",
-        stream_rtt(dur, pinned, a, || b.take().expect("once"))?,
-    );
-    tick("unix socket round trip");
-    let (a, b) = UnixStream::pair().map_err(|e| Error::io("socketpair", "socketpair", e))?;
-    let mut b = Some(b);
-    r.rtt_ns.insert(
-        "unix_socket",
-        stream_rtt(dur, pinned, a, || b.take().expect("once"))?,
-    );
-    tick("shmring u64 one by one");
-    let one = spsc_throughput(&n, dur, pinned, 1, args.capacity)?;
-    r.throughput_msgs_per_s
-        .insert("shmring_spsc_u64".into(), one);
-    tick("shmring u64 batched");
-    let batched = spsc_throughput(&n, dur, pinned, 64, args.capacity)?;
-    r.throughput_msgs_per_s
-        .insert("shmring_spsc_u64_batched".into(), batched);
-    tick("shmring frames");
-    let fr = frames_throughput(&n, dur, pinned, size)?;
-    r.throughput_msgs_per_s
-        .insert(format!("shmring_frames_{}", size_tag(size)), fr);
-    r.frames_gb_per_s = fr * size as f64 / 1e9;
-    tick("pipe throughput");
-    let (a, b) = pipes()?;
-    let mut b = Some(b);
-    let p = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
-    r.throughput_msgs_per_s
-        .insert(format!("pipe_{}", size_tag(size)), p);
-    tick("unix socket throughput");
-    let (a, b) = UnixStream::pair().map_err(|e| Error::io("socketpair", "socketpair", e))?;
-    let mut b = Some(b);
-    let u = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
-    r.throughput_msgs_per_s
-        .insert(format!("unix_socket_{}", size_tag(size)), u);
-    tick("memcpy");
-    r.memcpy_gb_per_s = memcpy_gb_per_s(size, dur);
     if progress {
         eprintln!();
+    }
+    r.targets = targets(&r, &tag);
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot_svg(&r))
+            .map_err(|e| Error::io(path.display().to_string(), "write", e))?;
     }
     if args.json {
         let text = serde_json::to_string_pretty(&r).map_err(|e| err(e.to_string()))?;
         println!("{text}");
     } else {
-        print_report(&r, size);
+        print_report(&r, &tag);
+        if let Some(path) = &args.plot {
+            println!("latency plot: {}", path.display());
+        }
     }
     Ok(())
+}
+
+fn socket_pair() -> Result<(UnixStream, UnixStream), Error> {
+    UnixStream::pair().map_err(|e| Error::io("socketpair", "socketpair", e))
+}
+
+/// Issue 7's performance targets, for the rows this run measured.
+fn targets(r: &Report, tag: &str) -> Vec<Target> {
+    let rtt = |k: &str| r.rtt_ns.get(k).map(|p| p.p50).filter(|v| *v > 0.0);
+    let tp = |k: &str| r.throughput_msgs_per_s.get(k).copied().filter(|v| *v > 0.0);
+    let mut out = Vec::new();
+    let mut at_most = |what, goal, bound: f64, ratio: Option<f64>| {
+        if let Some(ratio) = ratio {
+            out.push(Target {
+                what,
+                ratio,
+                goal,
+                met: ratio <= bound,
+            });
+        }
+    };
+    let spin = rtt("shmring_spin");
+    at_most(
+        "shmring_spin p50 / atomic_limit p50",
+        "<= 1.3",
+        1.3,
+        spin.zip(rtt("atomic_limit")).map(|(a, b)| a / b),
+    );
+    at_most(
+        "shmring_park p50 / futex_limit p50",
+        "<= 1.1",
+        1.1,
+        rtt("shmring_park")
+            .zip(rtt("futex_limit"))
+            .map(|(a, b)| a / b),
+    );
+    at_most(
+        "shmring_default p50 / shmring_spin p50 (steady ping-pong)",
+        "<= 1.1",
+        1.1,
+        rtt("shmring_default").zip(spin).map(|(a, b)| a / b),
+    );
+    at_most(
+        "idle consumer CPU with the default strategy, % of a core",
+        "<= 2",
+        2.0,
+        r.idle_cpu_percent.get("default").copied(),
+    );
+    let mut at_least = |what, goal, bound: f64, ratio: Option<f64>| {
+        if let Some(ratio) = ratio {
+            out.push(Target {
+                what,
+                ratio,
+                goal,
+                met: ratio >= bound,
+            });
+        }
+    };
+    at_least(
+        "pipe p50 / shmring_spin p50",
+        ">= 20",
+        20.0,
+        rtt("pipe").zip(spin).map(|(a, b)| a / b),
+    );
+    at_least(
+        "unix_socket p50 / shmring_spin p50",
+        ">= 20",
+        20.0,
+        rtt("unix_socket").zip(spin).map(|(a, b)| a / b),
+    );
+    let one = tp("shmring_spsc_u64");
+    at_least(
+        "shmring_spsc_u64 (2 processes) / rtrb (2 threads)",
+        ">= 1.0",
+        1.0,
+        one.zip(tp("rtrb_u64_in_process")).map(|(a, b)| a / b),
+    );
+    at_least(
+        "shmring_spsc_u64_batched / shmring_spsc_u64",
+        ">= 2",
+        2.0,
+        tp("shmring_spsc_u64_batched").zip(one).map(|(a, b)| a / b),
+    );
+    let frames = tp(&format!("shmring_frames_{tag}"));
+    at_least(
+        "frames GB/s / single-core memcpy GB/s",
+        ">= 0.5",
+        0.5,
+        frames
+            .zip(r.memcpy_gb_per_s.filter(|m| *m > 0.0))
+            .map(|(f, m)| f * r.frame_size as f64 / 1e9 / m),
+    );
+    at_least(
+        "frames msgs/s / unix socket msgs/s",
+        ">= 10",
+        10.0,
+        frames
+            .zip(tp(&format!("unix_socket_{tag}")))
+            .map(|(a, b)| a / b),
+    );
+    at_least(
+        "shmring_mpmc_u64 (1p1c, 2 processes) / crossbeam ArrayQueue (2 threads)",
+        ">= 0.8",
+        0.8,
+        tp("shmring_mpmc_u64")
+            .zip(tp("crossbeam_array_queue_u64_in_process"))
+            .map(|(a, b)| a / b),
+    );
+    out
 }
 
 fn size_tag(size: usize) -> String {
@@ -735,16 +1234,17 @@ fn size_tag(size: usize) -> String {
     }
 }
 
-fn print_report(r: &Report, size: usize) {
+fn print_report(r: &Report, tag: &str) {
     println!(
-        "shmring bench: {} ({} cores{})",
+        "shmring bench: {} ({} cores{}), {} s per measurement",
         r.cpu,
         r.cores,
         if r.pinned {
             ", pinned to cores 0 and 1"
         } else {
             ", not pinned"
-        }
+        },
+        r.duration_s
     );
     println!("rings: {}", r.backing);
     println!();
@@ -753,58 +1253,41 @@ fn print_report(r: &Report, size: usize) {
         "{:<22} {:>10} {:>10} {:>10} {:>12}",
         "round trip (ns)", "p50", "p99", "p99.9", "p50 / limit"
     );
-    for key in [
-        "atomic_limit",
-        "shmring_spin",
-        "shmring_default",
-        "futex_limit",
-        "shmring_park",
-        "pipe",
-        "unix_socket",
-    ] {
-        if let Some(p) = r.rtt_ns.get(key) {
-            println!(
-                "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x",
-                key,
-                p.p50,
-                p.p99,
-                p.p999,
-                if limit > 0.0 { p.p50 / limit } else { 0.0 }
-            );
-        }
+    let mut rows: Vec<(&String, &Percentiles)> = r.rtt_ns.iter().collect();
+    rows.sort_by(|a, b| a.1.p50.total_cmp(&b.1.p50));
+    for (key, p) in rows {
+        println!(
+            "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x",
+            key,
+            p.p50,
+            p.p99,
+            p.p999,
+            if limit > 0.0 { p.p50 / limit } else { 0.0 }
+        );
     }
     println!();
-    let tag = size_tag(size);
     let socket = r
         .throughput_msgs_per_s
         .get(&format!("unix_socket_{tag}"))
         .copied()
         .unwrap_or(0.0);
-    println!("{:<26} {:>16} {:>14}", "throughput", "msgs/s", "vs socket");
+    println!("{:<38} {:>16} {:>10}", "throughput", "msgs/s", "vs socket");
     for (k, v) in &r.throughput_msgs_per_s {
-        let vs = if k.ends_with(&tag) && socket > 0.0 {
+        let vs = if k.ends_with(tag) && socket > 0.0 {
             format!("{:.1}x", v / socket)
         } else {
             "-".into()
         };
-        println!("{k:<26} {v:>16.0} {vs:>14}");
+        println!("{k:<38} {v:>16.0} {vs:>10}");
     }
-    println!();
-    println!(
-        "{tag} frames: {:.2} GB/s = {:.2}x a single-core memcpy of {size} bytes ({:.2} GB/s)",
-        r.frames_gb_per_s,
-        if r.memcpy_gb_per_s > 0.0 {
-            r.frames_gb_per_s / r.memcpy_gb_per_s
-        } else {
-            0.0
-        },
-        r.memcpy_gb_per_s
-    );
-    let futex = r.rtt_ns.get("futex_limit").map(|p| p.p50).unwrap_or(0.0);
-    if let Some(p) = r.rtt_ns.get("shmring_park")
-        && futex > 0.0
-    {
-        println!("shmring_park p50 = {:.2}x the futex limit", p.p50 / futex);
+    if let (Some(gb), Some(m)) = (
+        r.frames_gb.get(&format!("frames_{tag}_gb_per_s")),
+        r.memcpy_gb_per_s,
+    ) {
+        println!(
+            "{tag} frames: {gb:.2} GB/s; a single-core memcpy of {} bytes: {m:.2} GB/s",
+            r.frame_size
+        );
     }
     let idle: Vec<String> = r
         .idle_cpu_percent
@@ -812,7 +1295,136 @@ fn print_report(r: &Report, size: usize) {
         .map(|(k, v)| format!("{k} {v:.1}%"))
         .collect();
     println!("idle consumer CPU (percent of a core): {}", idle.join(", "));
-    for m in &r.not_measured {
-        println!("not measured: {m}");
+    println!();
+    println!("targets (issue 7):");
+    for t in &r.targets {
+        println!(
+            "  {:<72} {:>8.2} {:<7} {}",
+            t.what,
+            t.ratio,
+            t.goal,
+            if t.met { "met" } else { "MISSED" }
+        );
     }
+}
+
+/// The round-trip distributions as an SVG line plot: latency (log scale)
+/// against the quantile, in nines (p50, p90, p99, ...).
+fn plot_svg(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let (w, h, left, right, top, bottom) = (960.0, 560.0, 80.0, 250.0, 30.0, 60.0);
+    let curves: Vec<(&String, &Vec<(f64, f64)>)> = r
+        .rtt_ns
+        .iter()
+        .filter(|(_, p)| !p.curve.is_empty())
+        .map(|(k, p)| (k, &p.curve))
+        .collect();
+    let points = || curves.iter().flat_map(|(_, c)| c.iter());
+    let max_x = points().map(|p| p.0).fold(1.0, f64::max).ceil();
+    let lo = points()
+        .map(|p| p.1.max(1.0).log10())
+        .fold(f64::INFINITY, f64::min)
+        .floor()
+        .min(2.0);
+    let hi = points()
+        .map(|p| p.1.max(1.0).log10())
+        .fold(lo + 1.0, f64::max)
+        .ceil();
+    let x = |nines: f64| left + (w - left - right) * nines / max_x;
+    let y = |ns: f64| top + (h - top - bottom) * (1.0 - (ns.max(1.0).log10() - lo) / (hi - lo));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="18" font-size="14">shmring bench: round-trip latency by quantile ({}, {} cores)</text>"#,
+        xml(&r.cpu),
+        r.cores
+    );
+    let mut decade = lo;
+    while decade <= hi {
+        let ns = 10f64.powf(decade);
+        let yy = y(ns);
+        let label = if ns >= 1e6 {
+            format!("{} ms", ns / 1e6)
+        } else if ns >= 1e3 {
+            format!("{} µs", ns / 1e3)
+        } else {
+            format!("{ns} ns")
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            w - right,
+            left - 6.0,
+            yy + 4.0
+        );
+        decade += 1.0;
+    }
+    for nines in 0..=(max_x as u32) {
+        let xx = x(f64::from(nines));
+        let label = match nines {
+            0 => "p0".to_string(),
+            1 => "p90".to_string(),
+            n => format!("p99.{}", "9".repeat(n as usize - 2))
+                .trim_end_matches('.')
+                .to_string(),
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{:.1}" stroke="#ddd"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    let p50 = x(2f64.log10());
+    let _ = writeln!(
+        s,
+        r##"<line x1="{p50:.1}" y1="{top}" x2="{p50:.1}" y2="{:.1}" stroke="#bbb" stroke-dasharray="4 3"/><text x="{p50:.1}" y="{:.1}" text-anchor="middle">p50</text>"##,
+        h - bottom,
+        h - bottom + 32.0
+    );
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf",
+    ];
+    for (i, (name, curve)) in curves.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let pts: Vec<String> = curve
+            .iter()
+            .map(|&(n, ns)| format!("{:.1},{:.1}", x(n), y(ns)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
+        let ly = top + 20.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            w - right + 15.0,
+            w - right + 40.0,
+            w - right + 46.0,
+            ly + 4.0,
+            xml(name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">quantile (log scale of 1 / (1 - q))</text>"#,
+        (left + w - right) / 2.0,
+        h - 8.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
