@@ -18,9 +18,15 @@ use shmring::{Error, Segment, SegmentOptions, mpmc};
 /// Options of `shmring bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub(super) struct BenchArgs {
-    /// Seconds per measurement.
+    /// Seconds per measurement, split over the rounds.
     #[arg(long, default_value_t = 1.5)]
     duration: f64,
+    /// Rounds: every measurement runs this many times, interleaved with the
+    /// others, so that each row sees the same mix of machine states (a
+    /// virtual machine's cores move); round trips pool their samples,
+    /// throughputs report the median round.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Which ring kinds to measure (the baselines always run).
     #[arg(long, value_enum, default_value = "all")]
     kind: KindArg,
@@ -142,7 +148,10 @@ struct Report {
     targets: Vec<Target>,
     /// The rings' directory and backing options.
     backing: String,
+    /// Seconds per measurement, over all rounds.
     duration_s: f64,
+    /// Interleaved rounds each measurement was split into.
+    rounds: u32,
 }
 
 fn err(what: impl Into<String>) -> Error {
@@ -217,11 +226,11 @@ fn percentiles(mut v: Vec<u64>) -> Percentiles {
 }
 
 /// Times round trips of `one` (which must do one full round trip) for
-/// `dur`, after a short warm-up.
-fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Percentiles {
-    // Warm up for 10,000 round trips and at least 200 ms: the first
-    // measurement of a run otherwise pays for cores waking up.
-    let warm = Instant::now() + Duration::from_millis(200);
+/// `dur`, after a short warm-up; returns the samples in nanoseconds.
+fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Vec<u64> {
+    // Warm up for 10,000 round trips and at least 100 ms: a measurement
+    // otherwise pays for cores waking up.
+    let warm = Instant::now() + Duration::from_millis(100);
     let mut i = 0u64;
     while i < 10_000 || Instant::now() < warm {
         one(i);
@@ -238,7 +247,7 @@ fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Percentiles {
             break;
         }
     }
-    percentiles(samples)
+    samples
 }
 
 /// Spins with a bound, then yields, so a benchmark on a busy machine still
@@ -301,7 +310,7 @@ fn shared_page(tag: &str) -> Result<(memmap2::MmapMut, std::fs::File), Error> {
     Ok((map, file))
 }
 
-fn atomic_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
+fn atomic_limit(dur: Duration, pinned: bool) -> Result<Vec<u64>, Error> {
     let (map, _file) = shared_page("atomic")?;
     // SAFETY: page-aligned, 4096 bytes long, accessed only atomically.
     let word: &AtomicU64 = unsafe { &*map.as_ptr().cast::<AtomicU64>() };
@@ -393,7 +402,7 @@ fn ring_rtt<Tx: PingTx, Rx: PingRx>(
     strategy: WaitStrategy,
     dur: Duration,
     pinned: bool,
-) -> Result<Percentiles, Error> {
+) -> Result<Vec<u64>, Error> {
     let (ping_name, pong_name) = (format!("{tag}-ping"), format!("{tag}-pong"));
     let ping = n.seg(&ping_name, &layout, type_id)?;
     let pong = n.seg(&pong_name, &layout, type_id)?;
@@ -420,7 +429,7 @@ fn ring_rtt<Tx: PingTx, Rx: PingRx>(
 }
 
 /// A bare futex ping-pong: the floor for any design that sleeps per message.
-fn futex_limit(dur: Duration, pinned: bool) -> Result<Percentiles, Error> {
+fn futex_limit(dur: Duration, pinned: bool) -> Result<Vec<u64>, Error> {
     let (map, _file) = shared_page("futex")?;
     // SAFETY: page-aligned, 4096 bytes long, accessed only atomically.
     let word: &std::sync::atomic::AtomicU32 = unsafe { &*map.as_ptr().cast() };
@@ -500,7 +509,7 @@ fn stream_rtt<S: Read + Write>(
     pinned: bool,
     mut ours: S,
     mut theirs: impl FnMut() -> S,
-) -> Result<Percentiles, Error> {
+) -> Result<Vec<u64>, Error> {
     let child = fork(pinned, || {
         let mut s = theirs();
         let mut b = [0u8; 8];
@@ -950,6 +959,9 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     if args.size == 0 || args.size > 1 << 20 {
         return Err(err("--size must be between 1 and 1048576 bytes"));
     }
+    if !(1..=20).contains(&args.rounds) {
+        return Err(err("--rounds must be between 1 and 20"));
+    }
     if !(2..=1 << 24).contains(&args.capacity) {
         return Err(err("--capacity must be between 2 and 16777216 slots"));
     }
@@ -982,6 +994,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
             args.lock_memory
         ),
         duration_s: args.duration,
+        rounds: args.rounds,
         ..Report::default()
     };
     let steps = plan(args.kind, args.wait);
@@ -991,111 +1004,131 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
         mpmc::layout_with_roles::<u64>(64, 1, 1)?,
         mpmc::type_id::<u64>(),
     );
-    for (i, &step) in steps.iter().enumerate() {
-        if progress {
-            let done = "#".repeat((i + 1) * 30 / steps.len());
-            eprint!(
-                "\r[{done:<30}] {}/{} {:<40}",
-                i + 1,
-                steps.len(),
-                step.label()
-            );
+    let rounds = args.rounds;
+    let dur = dur / rounds;
+    let total = steps.len() * rounds as usize;
+    let mut rtt: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut memcpy = Vec::new();
+    let mut done = 0;
+    for round in 0..rounds {
+        for &step in &steps {
+            done += 1;
+            if progress {
+                let bar = "#".repeat(done * 30 / total);
+                eprint!(
+                    "\r[{bar:<30}] {done}/{total} round {}: {:<40}",
+                    round + 1,
+                    step.label()
+                );
+            }
+            let mut put = |key: String, v: f64| tps.entry(key).or_default().push(v);
+            let mut pool = |key: String, v: Vec<u64>| rtt.entry(key).or_default().extend(v);
+            match step {
+                Step::AtomicLimit => pool("atomic_limit".into(), atomic_limit(dur, pinned)?),
+                Step::FutexLimit => pool("futex_limit".into(), futex_limit(dur, pinned)?),
+                Step::SpscRtt(w) => {
+                    let key = format!("shmring_{}", w.name());
+                    let p = ring_rtt::<Producer<u64>, Consumer<u64>>(
+                        &n,
+                        &key,
+                        spsc_ring,
+                        w.strategy(),
+                        dur,
+                        pinned,
+                    )?;
+                    pool(key, p);
+                }
+                Step::MpmcRtt(w) => {
+                    let key = format!("shmring_mpmc_{}", w.name());
+                    let p = ring_rtt::<mpmc::Producer<u64>, mpmc::Consumer<u64>>(
+                        &n,
+                        &key,
+                        mpmc_ring,
+                        w.strategy(),
+                        dur,
+                        pinned,
+                    )?;
+                    pool(key, p);
+                }
+                // Once is enough: it measures sleeping, not speed.
+                Step::IdleCpu(_) if round > 0 => {}
+                Step::IdleCpu(w) => {
+                    let pct = idle_cpu(&n, &format!("idle-{}", w.name()), w.strategy(), pinned)?;
+                    r.idle_cpu_percent.insert(w.name().into(), pct);
+                }
+                Step::PipeRtt => {
+                    let (a, b) = pipes()?;
+                    let mut b = Some(b);
+                    let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                    pool("pipe".into(), p);
+                }
+                Step::UnixRtt => {
+                    let (a, b) = socket_pair()?;
+                    let mut b = Some(b);
+                    let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                    pool("unix_socket".into(), p);
+                }
+                Step::SpscU64 => {
+                    let v = spsc_throughput(&n, dur, pinned, 1, cap)?;
+                    put("shmring_spsc_u64".into(), v);
+                }
+                Step::SpscU64Batched => {
+                    let v = spsc_throughput(&n, dur, pinned, 64, cap)?;
+                    put("shmring_spsc_u64_batched".into(), v);
+                }
+                Step::Rtrb => {
+                    let v = rtrb_throughput(dur, pinned, cap as usize);
+                    put("rtrb_u64_in_process".into(), v);
+                }
+                Step::Frames => {
+                    let v = frames_throughput(&n, dur, pinned, size)?;
+                    put(format!("shmring_frames_{tag}"), v);
+                }
+                Step::PipeThroughput => {
+                    let (a, b) = pipes()?;
+                    let mut b = Some(b);
+                    let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                    put(format!("pipe_{tag}"), v);
+                }
+                Step::UnixThroughput => {
+                    let (a, b) = socket_pair()?;
+                    let mut b = Some(b);
+                    let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                    put(format!("unix_socket_{tag}"), v);
+                }
+                Step::Memcpy => memcpy.push(memcpy_gb_per_s(size, dur)),
+                Step::MpmcU64(p) => {
+                    let v = mpmc_throughput(&n, dur, pinned, p, cap)?;
+                    let key = if p == 1 {
+                        "shmring_mpmc_u64".to_string()
+                    } else {
+                        format!("shmring_mpmc_u64_{p}p")
+                    };
+                    put(key, v);
+                }
+                Step::ArrayQueue => {
+                    let v = array_queue_throughput(dur, pinned, cap as usize);
+                    put("crossbeam_array_queue_u64_in_process".into(), v);
+                }
+            }
         }
-        let tp = &mut r.throughput_msgs_per_s;
-        match step {
-            Step::AtomicLimit => {
-                r.rtt_ns
-                    .insert("atomic_limit".into(), atomic_limit(dur, pinned)?);
-            }
-            Step::FutexLimit => {
-                r.rtt_ns
-                    .insert("futex_limit".into(), futex_limit(dur, pinned)?);
-            }
-            Step::SpscRtt(w) => {
-                let key = format!("shmring_{}", w.name());
-                let p = ring_rtt::<Producer<u64>, Consumer<u64>>(
-                    &n,
-                    &key,
-                    spsc_ring,
-                    w.strategy(),
-                    dur,
-                    pinned,
-                )?;
-                r.rtt_ns.insert(key, p);
-            }
-            Step::MpmcRtt(w) => {
-                let key = format!("shmring_mpmc_{}", w.name());
-                let p = ring_rtt::<mpmc::Producer<u64>, mpmc::Consumer<u64>>(
-                    &n,
-                    &key,
-                    mpmc_ring,
-                    w.strategy(),
-                    dur,
-                    pinned,
-                )?;
-                r.rtt_ns.insert(key, p);
-            }
-            Step::IdleCpu(w) => {
-                let pct = idle_cpu(&n, &format!("idle-{}", w.name()), w.strategy(), pinned)?;
-                r.idle_cpu_percent.insert(w.name().into(), pct);
-            }
-            Step::PipeRtt => {
-                let (a, b) = pipes()?;
-                let mut b = Some(b);
-                let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
-                r.rtt_ns.insert("pipe".into(), p);
-            }
-            Step::UnixRtt => {
-                let (a, b) = socket_pair()?;
-                let mut b = Some(b);
-                let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
-                r.rtt_ns.insert("unix_socket".into(), p);
-            }
-            Step::SpscU64 => {
-                let v = spsc_throughput(&n, dur, pinned, 1, cap)?;
-                tp.insert("shmring_spsc_u64".into(), v);
-            }
-            Step::SpscU64Batched => {
-                let v = spsc_throughput(&n, dur, pinned, 64, cap)?;
-                tp.insert("shmring_spsc_u64_batched".into(), v);
-            }
-            Step::Rtrb => {
-                let v = rtrb_throughput(dur, pinned, cap as usize);
-                tp.insert("rtrb_u64_in_process".into(), v);
-            }
-            Step::Frames => {
-                let v = frames_throughput(&n, dur, pinned, size)?;
-                tp.insert(format!("shmring_frames_{tag}"), v);
-                r.frames_gb
-                    .insert(format!("frames_{tag}_gb_per_s"), v * size as f64 / 1e9);
-            }
-            Step::PipeThroughput => {
-                let (a, b) = pipes()?;
-                let mut b = Some(b);
-                let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
-                tp.insert(format!("pipe_{tag}"), v);
-            }
-            Step::UnixThroughput => {
-                let (a, b) = socket_pair()?;
-                let mut b = Some(b);
-                let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
-                tp.insert(format!("unix_socket_{tag}"), v);
-            }
-            Step::Memcpy => r.memcpy_gb_per_s = Some(memcpy_gb_per_s(size, dur)),
-            Step::MpmcU64(p) => {
-                let v = mpmc_throughput(&n, dur, pinned, p, cap)?;
-                let key = if p == 1 {
-                    "shmring_mpmc_u64".to_string()
-                } else {
-                    format!("shmring_mpmc_u64_{p}p")
-                };
-                tp.insert(key, v);
-            }
-            Step::ArrayQueue => {
-                let v = array_queue_throughput(dur, pinned, cap as usize);
-                tp.insert("crossbeam_array_queue_u64_in_process".into(), v);
-            }
-        }
+    }
+    for (key, samples) in rtt {
+        r.rtt_ns.insert(key, percentiles(samples));
+    }
+    for (key, runs) in tps {
+        r.throughput_msgs_per_s.insert(key, median(runs));
+    }
+    if let Some(fr) = r
+        .throughput_msgs_per_s
+        .get(&format!("shmring_frames_{tag}"))
+    {
+        r.frames_gb
+            .insert(format!("frames_{tag}_gb_per_s"), fr * size as f64 / 1e9);
+    }
+    if !memcpy.is_empty() {
+        r.memcpy_gb_per_s = Some(median(memcpy));
     }
     if progress {
         eprintln!();
@@ -1115,6 +1148,12 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The median of a non-empty list (the lower middle for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 2]
 }
 
 fn socket_pair() -> Result<(UnixStream, UnixStream), Error> {
@@ -1236,7 +1275,7 @@ fn size_tag(size: usize) -> String {
 
 fn print_report(r: &Report, tag: &str) {
     println!(
-        "shmring bench: {} ({} cores{}), {} s per measurement",
+        "shmring bench: {} ({} cores{}), {} s per measurement in {} interleaved rounds",
         r.cpu,
         r.cores,
         if r.pinned {
@@ -1244,7 +1283,8 @@ fn print_report(r: &Report, tag: &str) {
         } else {
             ", not pinned"
         },
-        r.duration_s
+        r.duration_s,
+        r.rounds
     );
     println!("rings: {}", r.backing);
     println!();
