@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
 use shmring::mpmc;
-use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
+use shmring::spsc::{self, Consumer, PopError, Producer, PushError, TryPopError, TryPushError};
 use shmring::{Layout, SegmentOptions};
 
 /// How long a victim runs before it reports "timeout" (its own bound).
@@ -27,10 +27,15 @@ fn victim_child() {
     let mut out = Vec::new();
     let mut got = 0u64;
     let mut skipped = 0u64;
+    // Rotates through the operations, blocking ones (short timeouts, so
+    // the waiter counts and wait lines are in play) among them.
+    let mut op = 0u64;
+    let wait = Some(Duration::from_millis(20));
     let verdict: String = loop {
         if Instant::now() >= deadline {
             break "timeout".into();
         }
+        op += 1;
         match role.as_str() {
             "typed-consumer" => {
                 thread_local! { static RX: std::cell::RefCell<Option<Consumer<u64>>> = const { std::cell::RefCell::new(None) }; }
@@ -42,9 +47,10 @@ fn victim_child() {
                         c
                     });
                     let mut buf = [0u64; 7];
-                    match got % 3 {
+                    match op % 4 {
                         0 => rx.try_pop().map(|_| 1),
                         1 => rx.pop_into(&mut buf),
+                        2 => rx.pop_timeout(wait).map(|_| 1).map_err(pop_err),
                         _ => rx.read_chunk(5).map(|c| {
                             let n = c.as_slice().iter().count();
                             c.release(n);
@@ -68,7 +74,11 @@ fn victim_child() {
                         println!("ready");
                         c
                     });
-                    rx.try_recv(&mut out)
+                    if op % 2 == 0 {
+                        rx.try_recv(&mut out)
+                    } else {
+                        rx.read_timeout(wait).map(|f| f.release()).map_err(pop_err)
+                    }
                 });
                 match r {
                     Ok(()) => got += 1,
@@ -86,14 +96,40 @@ fn victim_child() {
                         println!("ready");
                         p
                     });
-                    tx.try_send(&[7u8; 100])
+                    if op % 2 == 0 {
+                        tx.try_send(&[7u8; 100])
+                    } else {
+                        tx.send_timeout(&[7u8; 100], wait)
+                    }
                 });
                 match r {
                     Ok(()) => got += 1,
-                    Err(ReserveError::Full) => std::thread::yield_now(),
+                    Err(ReserveError::Full | ReserveError::Timeout) => std::thread::yield_now(),
                     Err(ReserveError::Disconnected) => break "disconnected".into(),
                     Err(ReserveError::Corrupted(w)) => break format!("corrupted: {w}"),
                     Err(e) => panic!("{e}"),
+                }
+            }
+            "typed-producer" => {
+                thread_local! { static TX: std::cell::RefCell<Option<Producer<u64>>> = const { std::cell::RefCell::new(None) }; }
+                let r = TX.with(|tx| {
+                    let mut tx = tx.borrow_mut();
+                    let tx = tx.get_or_insert_with(|| {
+                        let p = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        println!("ready");
+                        p
+                    });
+                    match op % 3 {
+                        0 => tx.try_push(got).map(|()| 1).map_err(try_push_err),
+                        1 => tx.push_timeout(got, wait).map(|()| 1).map_err(push_err),
+                        _ => tx.push_slice(&[1, 2, 3]),
+                    }
+                });
+                match r {
+                    Ok(n) => got += n as u64,
+                    Err(TryPushError::Full(())) => std::thread::yield_now(),
+                    Err(TryPushError::Disconnected(())) => break "disconnected".into(),
+                    Err(TryPushError::Corrupted((), w)) => break format!("corrupted: {w}"),
                 }
             }
             "mpmc-consumer" => {
@@ -106,9 +142,10 @@ fn victim_child() {
                         c
                     });
                     let mut buf = [0u64; 7];
-                    let r = match got % 3 {
+                    let r = match op % 4 {
                         0 => rx.try_pop().map(|_| 1),
                         1 => rx.pop_into(&mut buf),
+                        2 => rx.pop_timeout(wait).map(|_| 1).map_err(pop_err),
                         _ => rx.read_slot().map(|s| usize::from(*s.get() != u64::MAX)),
                     };
                     (r, rx.stats().skipped)
@@ -130,12 +167,9 @@ fn victim_child() {
                         println!("ready");
                         p
                     });
-                    match got % 2 {
-                        0 => tx.try_push(got).map(|()| 1).map_err(|e| match e {
-                            TryPushError::Full(_) => TryPushError::Full(()),
-                            TryPushError::Disconnected(_) => TryPushError::Disconnected(()),
-                            TryPushError::Corrupted(_, w) => TryPushError::Corrupted((), w),
-                        }),
+                    match op % 3 {
+                        0 => tx.try_push(got).map(|()| 1).map_err(try_push_err),
+                        1 => tx.push_timeout(got, wait).map(|()| 1).map_err(push_err),
                         _ => tx.push_slice(&[1, 2, 3]),
                     }
                 });
@@ -151,6 +185,32 @@ fn victim_child() {
     };
     println!("verdict {verdict} after {got} (skipped {skipped})");
     std::process::exit(0);
+}
+
+/// A blocking pop's error as a non-blocking one (a timeout is "empty").
+fn pop_err(e: PopError) -> TryPopError {
+    match e {
+        PopError::Timeout => TryPopError::Empty,
+        PopError::Disconnected => TryPopError::Disconnected,
+        PopError::Corrupted(w) => TryPopError::Corrupted(w),
+    }
+}
+
+/// A blocking push's error, without its value (a timeout is "full").
+fn push_err<T>(e: PushError<T>) -> TryPushError<()> {
+    match e {
+        PushError::Timeout(_) => TryPushError::Full(()),
+        PushError::Disconnected(_) => TryPushError::Disconnected(()),
+        PushError::Corrupted(_, w) => TryPushError::Corrupted((), w),
+    }
+}
+
+fn try_push_err<T>(e: TryPushError<T>) -> TryPushError<()> {
+    match e {
+        TryPushError::Full(_) => TryPushError::Full(()),
+        TryPushError::Disconnected(_) => TryPushError::Disconnected(()),
+        TryPushError::Corrupted(_, w) => TryPushError::Corrupted((), w),
+    }
 }
 
 /// The words a hostile peer writes to, as (description, offset).
@@ -170,6 +230,7 @@ fn targets(l: &Layout) -> Vec<(String, u64)> {
             ("producer role record".to_string(), l.roles_offset),
             ("header capacity".to_string(), 32),
         ];
+        t.extend(wait_targets(l));
         for i in [0, 1, l.capacity / 2, l.capacity - 1] {
             let slot = l.data_offset + i * l.slot_stride;
             t.push((format!("slot {i} sequence"), slot));
@@ -188,11 +249,26 @@ fn targets(l: &Layout) -> Vec<(String, u64)> {
         ("header capacity".to_string(), 32),
         ("header live state".to_string(), 256),
     ];
+    t.extend(wait_targets(l));
     for i in 0..4 {
         let off = l.data_offset + (l.data_size / 4) * i;
         t.push((format!("data word {i}"), off & !7));
     }
     t
+}
+
+/// The waiting words, at the same offsets in every kind: the waiter
+/// counts on the two index lines, and the two wait lines (futex word and
+/// counters).
+fn wait_targets(l: &Layout) -> Vec<(String, u64)> {
+    let c = l.control_offset;
+    vec![
+        ("data waiter count".to_string(), c + 16),
+        ("space waiter count".to_string(), c + 128 + 16),
+        ("data futex word".to_string(), c + 2 * 128),
+        ("data wake counters".to_string(), c + 2 * 128 + 8),
+        ("space futex word".to_string(), c + 3 * 128),
+    ]
 }
 
 fn values(current: u64) -> [u64; 5] {
@@ -250,6 +326,7 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
     // Our own side of the ring, running beside the scribbling.
     enum Peer {
         Typed(Producer<u64>),
+        TypedRx(Consumer<u64>),
         Frames(FrameProducer),
         FrameRx(FrameConsumer),
         MpmcTx(mpmc::Producer<u64>),
@@ -257,6 +334,7 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
     }
     let mut peer = match victim {
         "typed-consumer" => Peer::Typed(Producer::attach(seg.clone()).unwrap()),
+        "typed-producer" => Peer::TypedRx(Consumer::attach(seg.clone()).unwrap()),
         "frame-consumer" => Peer::Frames(FrameProducer::attach(seg.clone()).unwrap()),
         "mpmc-consumer" => Peer::MpmcTx(mpmc::Producer::attach(seg.clone()).unwrap()),
         "mpmc-producer" => Peer::MpmcRx(mpmc::Consumer::attach(seg.clone()).unwrap()),
@@ -285,6 +363,9 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
         match &mut peer {
             Peer::Typed(tx) => {
                 let _ = tx.try_push(n);
+            }
+            Peer::TypedRx(rx) => {
+                let _ = rx.try_pop();
             }
             Peer::Frames(tx) => {
                 let _ = tx.try_send(&n.to_le_bytes());
@@ -372,6 +453,14 @@ fn hostile_peer_vs_frame_producer() {
         return;
     }
     run_all("frames", "frame-producer");
+}
+
+#[test]
+fn hostile_peer_vs_typed_producer() {
+    if child_role().is_some() {
+        return;
+    }
+    run_all("typed", "typed-producer");
 }
 
 #[test]
