@@ -1,0 +1,131 @@
+//! Attach a consumer to a segment another process scribbled on, and pop
+//! until empty or an error.
+//!
+//! Input: a kind byte (SPSC typed, frames, MPMC), a count of messages to
+//! push first, then 10-byte patches (a little-endian u16 word index, taken
+//! modulo the file's words, and a u64 value) applied to the file with
+//! pwrite, header included. The consumer must open, attach and pop with
+//! `Ok` or an error, never a panic, a crash or an out-of-bounds access
+//! (the fuzz build runs under AddressSanitizer), and every loop must end.
+#![no_main]
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use shmring::frames::{self, FrameConsumer, FrameProducer};
+use shmring::{SegmentOptions, mpmc, spsc};
+
+fn dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::var_os("SHMRING_FUZZ_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/dev/shm".into())
+            .join(format!("shmring-fuzz-{}", std::process::id()));
+        let _ = std::fs::create_dir(&d);
+        d
+    })
+}
+
+/// Pops at most this many times: a ring holds fewer messages than this, so
+/// more would mean a loop that never ends.
+const MAX_POPS: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let (count, patches) = rest.split_first().map_or((0, &[][..]), |(c, p)| (*c, p));
+    let kind = kind % 3;
+    let opts = SegmentOptions::new().dir(dir()).persistent(true);
+    let name = "r";
+    let path = dir().join(name);
+    let _ = std::fs::remove_file(&path);
+    let (layout, type_id) = match kind {
+        0 => (spsc::layout::<u64>(16).unwrap(), spsc::type_id::<u64>()),
+        1 => (frames::layout(1024).unwrap(), 0),
+        _ => (
+            mpmc::layout_with_roles::<u64>(16, 2, 2).unwrap(),
+            mpmc::type_id::<u64>(),
+        ),
+    };
+    let seg = Arc::new(opts.create(name, &layout, type_id).unwrap());
+    // Some traffic first, so the consumer has something to read.
+    match kind {
+        0 => {
+            let mut tx = spsc::Producer::<u64>::attach(seg.clone()).unwrap();
+            for i in 0..u64::from(count) {
+                let _ = tx.try_push(i);
+            }
+        }
+        1 => {
+            let mut tx = FrameProducer::attach(seg.clone()).unwrap();
+            for i in 0..usize::from(count) {
+                let _ = tx.try_send(&vec![i as u8; i % 40]);
+            }
+        }
+        _ => {
+            let mut tx = mpmc::Producer::<u64>::attach(seg.clone()).unwrap();
+            for i in 0..u64::from(count) {
+                let _ = tx.try_push(i);
+            }
+        }
+    }
+    drop(seg);
+    // The hostile writes, straight into the object.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let words = file.metadata().unwrap().len() / 8;
+    for p in patches.chunks_exact(10) {
+        let word = u64::from(u16::from_le_bytes([p[0], p[1]])) % words;
+        let _ = file.write_at(&p[2..10], word * 8);
+    }
+    drop(file);
+    if let Ok(seg) = opts.open(name) {
+        let seg = Arc::new(seg);
+        match kind {
+            0 => {
+                if let Ok(mut rx) = spsc::Consumer::<u64>::attach(seg) {
+                    let mut buf = [0u64; 5];
+                    for i in 0..MAX_POPS {
+                        let r = if i % 2 == 0 {
+                            rx.try_pop().map(|_| 1)
+                        } else {
+                            rx.pop_into(&mut buf)
+                        };
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            1 => {
+                if let Ok(mut rx) = FrameConsumer::attach(seg) {
+                    let mut out = Vec::new();
+                    for _ in 0..MAX_POPS {
+                        if rx.try_recv(&mut out).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Ok(mut rx) = mpmc::Consumer::<u64>::attach(seg) {
+                    let mut buf = [0u64; 5];
+                    for i in 0..MAX_POPS {
+                        let r = if i % 2 == 0 {
+                            rx.try_pop().map(|_| 1)
+                        } else {
+                            rx.pop_into(&mut buf)
+                        };
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+});
