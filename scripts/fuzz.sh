@@ -51,6 +51,8 @@ printf '\x01\x07' >fuzz/corpus/attach_consume/frames
 printf '\x02\x09' >fuzz/corpus/attach_consume/mpmc
 printf '\x00\x03\x10\x00\xff\xff\xff\xff\xff\xff\xff\xff' >fuzz/corpus/attach_consume/spsc-tail
 printf '\x02\x03\x40\x00\x01\x00\x00\x00\x00\x00\x00\x00' >fuzz/corpus/attach_consume/mpmc-seq
+# Regression: frame counters scribbled to u64::MAX overflowed on release.
+{ printf '\x01\xc6\x61\x7a'; head -c 45 /dev/zero | tr '\0' '\377'; } >fuzz/corpus/attach_consume/regress-frame-counter
 
 status=0
 for t in "${targets[@]}"; do

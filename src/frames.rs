@@ -385,7 +385,7 @@ impl FrameGrant<'_> {
     /// Publishes the frame.
     pub fn commit(self) {
         let p = self.producer;
-        p.frames += 1;
+        p.frames = p.frames.wrapping_add(1);
         // Relaxed: a statistic for `stat`, written only by the producer.
         p.ring.produced().store(p.frames, Ordering::Relaxed);
         commit_at(&p.ring, &mut p.cursor, self.start, self.len as u64);
@@ -532,7 +532,7 @@ impl Frame<'_> {
     /// Frees the frame for the producer.
     pub fn release(self) {
         let c = self.consumer;
-        c.frames += 1;
+        c.frames = c.frames.wrapping_add(1);
         c.ring.consumed().store(c.frames, Ordering::Relaxed);
         c.cursor.release(&c.ring, self.size);
         c.side.active();
@@ -655,5 +655,49 @@ mod loom_models {
             }
             producer.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! Regressions found by fuzzing (`fuzz/`, target `attach_consume`).
+    //! The overflow they guard against panics only where overflow checks
+    //! are on: `cargo test` (debug) and the fuzz builds, which also replay
+    //! the input that found it (`scripts/fuzz.sh` writes it to the corpus).
+
+    use super::*;
+    use crate::SegmentOptions;
+
+    #[test]
+    fn frame_counters_scribbled_to_the_maximum_wrap_instead_of_panicking() {
+        let dir = std::path::PathBuf::from(format!(
+            "/dev/shm/shmring-unit-frames-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let seg = Arc::new(
+            SegmentOptions::new()
+                .dir(&dir)
+                .create("r", &layout(1024).unwrap(), 0)
+                .unwrap(),
+        );
+        let mut tx = FrameProducer::attach(seg.clone()).unwrap();
+        let mut rx = FrameConsumer::attach(seg.clone()).unwrap();
+        // A hostile peer sets both counters to u64::MAX before we attach
+        // again (the halves load them at attach).
+        drop((tx, rx));
+        let ring = RawRing::new(&seg).unwrap();
+        ring.produced().store(u64::MAX, Ordering::Relaxed);
+        ring.consumed().store(u64::MAX, Ordering::Relaxed);
+        tx = FrameProducer::attach(seg.clone()).unwrap();
+        rx = FrameConsumer::attach(seg.clone()).unwrap();
+        tx.try_send(b"one").unwrap();
+        let mut out = Vec::new();
+        rx.try_recv(&mut out).unwrap();
+        assert_eq!(out, b"one");
+        assert_eq!(ring.produced().load(Ordering::Relaxed), 0);
+        assert_eq!(ring.consumed().load(Ordering::Relaxed), 0);
+        drop((tx, rx, ring, seg));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

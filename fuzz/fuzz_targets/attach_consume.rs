@@ -39,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let (count, patches) = rest.split_first().map_or((0, &[][..]), |(c, p)| (*c, p));
     let kind = kind % 3;
-    let opts = SegmentOptions::new().dir(dir()).persistent(true);
+    // A scribbled "not ready yet" state would make `open` wait its whole
+    // timeout for a creator that is not there.
+    let opts = SegmentOptions::new()
+        .dir(dir())
+        .persistent(true)
+        .timeout(std::time::Duration::from_millis(1));
     let name = "r";
     let path = dir().join(name);
     let _ = std::fs::remove_file(&path);
