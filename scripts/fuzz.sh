@@ -53,6 +53,9 @@ printf '\x00\x03\x10\x00\xff\xff\xff\xff\xff\xff\xff\xff' >fuzz/corpus/attach_co
 printf '\x02\x03\x40\x00\x01\x00\x00\x00\x00\x00\x00\x00' >fuzz/corpus/attach_consume/mpmc-seq
 # Regression: frame counters scribbled to u64::MAX overflowed on release.
 { printf '\x01\xc6\x61\x7a'; head -c 45 /dev/zero | tr '\0' '\377'; } >fuzz/corpus/attach_consume/regress-frame-counter
+# Regression: an MPMC dequeue position scribbled to u64::MAX overflowed.
+printf '\x38\x05\x70\x04\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xc2\x04\x30\x30\x72\x2b\x01' \
+    >fuzz/corpus/attach_consume/regress-mpmc-position
 
 status=0
 for t in "${targets[@]}"; do

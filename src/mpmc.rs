@@ -349,6 +349,21 @@ impl RawMpmc {
         Some(unsafe { &*self.claims.add(role as usize) })
     }
 
+    /// Positions count messages from 0 and fit in the 63 bits a sequence
+    /// number holds; one this close to the top (2^63 messages would take
+    /// centuries) was written by a hostile or broken peer. Checking it once
+    /// per claim keeps every `pos + n` (n <= capacity) below 2^63, so no
+    /// position arithmetic can overflow.
+    #[inline]
+    fn check_position(&self, pos: u64, which: &str) -> std::result::Result<(), String> {
+        if pos > POS - 2 * self.capacity {
+            return Err(format!(
+                "{which} position {pos:#x} is beyond any reachable position"
+            ));
+        }
+        Ok(())
+    }
+
     /// The sequence number of the slot of `pos`.
     #[inline]
     fn seq(&self, pos: u64) -> &AtomicU64 {
@@ -455,6 +470,9 @@ impl RawMpmc {
         let outcome = 'retry: {
             for _ in 0..MAX_RETRIES {
                 let t = self.tail().load(Ordering::Relaxed);
+                if let Err(w) = self.check_position(t, "enqueue") {
+                    break 'retry Claim::Corrupted(w);
+                }
                 // Acquire: pairs with the release that freed the slot, so
                 // the previous consumer's reads happen-before our writes.
                 let s = self.seq(t).load(Ordering::Acquire);
@@ -594,6 +612,9 @@ impl RawMpmc {
         let outcome = 'retry: {
             for _ in 0..MAX_RETRIES {
                 let h = self.head().load(Ordering::Relaxed);
+                if let Err(w) = self.check_position(h, "dequeue") {
+                    break 'retry Claim::Corrupted(w);
+                }
                 // Acquire: pairs with the producer's release publish.
                 let s = self.seq(h).load(Ordering::Acquire);
                 let diff = (s & POS).wrapping_sub(h + 1) as i64;
@@ -1691,5 +1712,65 @@ mod loom_models {
             let skipped = mem.stats.skipped.load(Relaxed);
             assert!(skipped <= 1);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! Regressions found by fuzzing (`fuzz/`, target `attach_consume`).
+
+    use super::*;
+    use crate::SegmentOptions;
+
+    /// A private directory for one test, removed afterwards.
+    fn ring(tag: &str) -> (std::path::PathBuf, Arc<Segment>) {
+        let dir = std::path::PathBuf::from(format!(
+            "/dev/shm/shmring-unit-mpmc-{tag}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let seg = SegmentOptions::new()
+            .dir(&dir)
+            .create(
+                "r",
+                &layout_with_roles::<u64>(16, 2, 2).unwrap(),
+                type_id::<u64>(),
+            )
+            .unwrap();
+        (dir, Arc::new(seg))
+    }
+
+    #[test]
+    fn positions_scribbled_near_the_top_are_corrupted_not_an_overflow() {
+        for (which, top) in [("dequeue", u64::MAX), ("enqueue", POS - 1)] {
+            let (dir, seg) = ring(which);
+            let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
+            let mut rx = Consumer::<u64>::attach(seg.clone()).unwrap();
+            tx.try_push(7).unwrap();
+            let raw = RawMpmc::new(&seg).unwrap();
+            let word = if which == "dequeue" {
+                raw.head()
+            } else {
+                raw.tail()
+            };
+            word.store(top, Ordering::Relaxed);
+            let what = if which == "dequeue" {
+                match rx.try_pop() {
+                    Err(TryPopError::Corrupted(w)) => w,
+                    other => panic!("pop after a scribbled head: {other:?}"),
+                }
+            } else {
+                match tx.try_push(8) {
+                    Err(TryPushError::Corrupted(_, w)) => w,
+                    other => panic!("push after a scribbled tail: {other:?}"),
+                }
+            };
+            assert!(
+                what.contains(&format!("{which} position")) && what.contains("beyond"),
+                "{what}"
+            );
+            drop((tx, rx, raw, seg));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
