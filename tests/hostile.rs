@@ -74,7 +74,7 @@ fn victim_child() {
                         println!("ready");
                         c
                     });
-                    if op % 2 == 0 {
+                    if op.is_multiple_of(2) {
                         rx.try_recv(&mut out)
                     } else {
                         rx.read_timeout(wait).map(|f| f.release()).map_err(pop_err)
@@ -96,7 +96,7 @@ fn victim_child() {
                         println!("ready");
                         p
                     });
-                    if op % 2 == 0 {
+                    if op.is_multiple_of(2) {
                         tx.try_send(&[7u8; 100])
                     } else {
                         tx.send_timeout(&[7u8; 100], wait)
