@@ -670,14 +670,10 @@ mod tests {
 
     #[test]
     fn frame_counters_scribbled_to_the_maximum_wrap_instead_of_panicking() {
-        let dir = std::path::PathBuf::from(format!(
-            "/dev/shm/shmring-unit-frames-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::segment::TestDir::new("frames");
         let seg = Arc::new(
             SegmentOptions::new()
-                .dir(&dir)
+                .dir(&dir.0)
                 .create("r", &layout(1024).unwrap(), 0)
                 .unwrap(),
         );
@@ -698,6 +694,5 @@ mod tests {
         assert_eq!(ring.produced().load(Ordering::Relaxed), 0);
         assert_eq!(ring.consumed().load(Ordering::Relaxed), 0);
         drop((tx, rx, ring, seg));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

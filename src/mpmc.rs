@@ -1722,15 +1722,11 @@ mod tests {
     use super::*;
     use crate::SegmentOptions;
 
-    /// A private directory for one test, removed afterwards.
-    fn ring(tag: &str) -> (std::path::PathBuf, Arc<Segment>) {
-        let dir = std::path::PathBuf::from(format!(
-            "/dev/shm/shmring-unit-mpmc-{tag}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// A ring in a private directory, removed with the directory.
+    fn ring(tag: &str) -> (crate::segment::TestDir, Arc<Segment>) {
+        let dir = crate::segment::TestDir::new(&format!("mpmc-{tag}"));
         let seg = SegmentOptions::new()
-            .dir(&dir)
+            .dir(&dir.0)
             .create(
                 "r",
                 &layout_with_roles::<u64>(16, 2, 2).unwrap(),
@@ -1769,8 +1765,7 @@ mod tests {
                 what.contains(&format!("{which} position")) && what.contains("beyond"),
                 "{what}"
             );
-            drop((tx, rx, raw, seg));
-            let _ = std::fs::remove_dir_all(&dir);
+            drop((tx, rx, raw, seg, dir));
         }
     }
 }

@@ -1162,6 +1162,30 @@ impl Drop for Segment {
     }
 }
 
+/// A private directory under /dev/shm for one unit test, removed on drop
+/// (also when the test fails).
+#[cfg(all(test, not(loom)))]
+pub(crate) struct TestDir(pub(crate) PathBuf);
+
+#[cfg(all(test, not(loom)))]
+impl TestDir {
+    pub(crate) fn new(tag: &str) -> TestDir {
+        let dir = PathBuf::from(format!(
+            "/dev/shm/shmring-unit-{tag}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a unit test directory in /dev/shm");
+        TestDir(dir)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
