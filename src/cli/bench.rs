@@ -25,7 +25,7 @@ pub(super) struct BenchArgs {
     /// others, so that each row sees the same mix of machine states (a
     /// virtual machine's cores move); round trips pool their samples,
     /// throughputs report the median round.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Which ring kinds to measure (the baselines always run).
     #[arg(long, value_enum, default_value = "all")]
@@ -152,6 +152,12 @@ struct Report {
     duration_s: f64,
     /// Interleaved rounds each measurement was split into.
     rounds: u32,
+    /// Each throughput's value in every round (targets compare rounds
+    /// pairwise: neighbours in time see the same machine state).
+    #[serde(skip)]
+    throughput_rounds: BTreeMap<String, Vec<f64>>,
+    #[serde(skip)]
+    memcpy_rounds: Vec<f64>,
 }
 
 fn err(what: impl Into<String>) -> Error {
@@ -936,18 +942,20 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     steps.extend(waits.iter().map(|&w| Step::IdleCpu(w)));
     steps.extend([Step::PipeRtt, Step::UnixRtt]);
     if has(KindArg::Spsc) {
-        steps.extend([Step::SpscU64, Step::SpscU64Batched, Step::Rtrb]);
+        // Each shmring row next to its reference, so that a pair sees the
+        // same machine state.
+        steps.extend([Step::SpscU64, Step::Rtrb, Step::SpscU64Batched]);
     }
     if has(KindArg::Frames) {
         steps.extend([
-            Step::Frames,
-            Step::PipeThroughput,
             Step::UnixThroughput,
+            Step::Frames,
             Step::Memcpy,
+            Step::PipeThroughput,
         ]);
     }
     if has(KindArg::Mpmc) {
-        steps.extend([Step::MpmcU64(1), Step::MpmcU64(2), Step::ArrayQueue]);
+        steps.extend([Step::MpmcU64(1), Step::ArrayQueue, Step::MpmcU64(2)]);
     }
     steps
 }
@@ -1117,9 +1125,12 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     for (key, samples) in rtt {
         r.rtt_ns.insert(key, percentiles(samples));
     }
-    for (key, runs) in tps {
-        r.throughput_msgs_per_s.insert(key, median(runs));
+    for (key, runs) in &tps {
+        r.throughput_msgs_per_s
+            .insert(key.clone(), median(runs.clone()));
     }
+    r.throughput_rounds = tps;
+    r.memcpy_rounds = memcpy.clone();
     if let Some(fr) = r
         .throughput_msgs_per_s
         .get(&format!("shmring_frames_{tag}"))
@@ -1163,7 +1174,18 @@ fn socket_pair() -> Result<(UnixStream, UnixStream), Error> {
 /// Issue 7's performance targets, for the rows this run measured.
 fn targets(r: &Report, tag: &str) -> Vec<Target> {
     let rtt = |k: &str| r.rtt_ns.get(k).map(|p| p.p50).filter(|v| *v > 0.0);
-    let tp = |k: &str| r.throughput_msgs_per_s.get(k).copied().filter(|v| *v > 0.0);
+    // The median over rounds of a / b, each pair measured in one round.
+    let rounds = |k: &str| r.throughput_rounds.get(k).filter(|v| !v.is_empty());
+    let per_round = |a: &[f64], b: &[f64], scale: f64| {
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a * scale / b)
+            .collect();
+        (!ratios.is_empty()).then(|| median(ratios))
+    };
+    let tp_ratio = |a: &str, b: &str| per_round(rounds(a)?, rounds(b)?, 1.0);
     let mut out = Vec::new();
     let mut at_most = |what, goal, bound: f64, ratio: Option<f64>| {
         if let Some(ratio) = ratio {
@@ -1224,43 +1246,36 @@ fn targets(r: &Report, tag: &str) -> Vec<Target> {
         20.0,
         rtt("unix_socket").zip(spin).map(|(a, b)| a / b),
     );
-    let one = tp("shmring_spsc_u64");
     at_least(
-        "shmring_spsc_u64 (2 processes) / rtrb (2 threads)",
+        "shmring_spsc_u64 (2 processes) / rtrb (2 threads), median of rounds",
         ">= 1.0",
         1.0,
-        one.zip(tp("rtrb_u64_in_process")).map(|(a, b)| a / b),
+        tp_ratio("shmring_spsc_u64", "rtrb_u64_in_process"),
     );
     at_least(
-        "shmring_spsc_u64_batched / shmring_spsc_u64",
+        "shmring_spsc_u64_batched / shmring_spsc_u64, median of rounds",
         ">= 2",
         2.0,
-        tp("shmring_spsc_u64_batched").zip(one).map(|(a, b)| a / b),
+        tp_ratio("shmring_spsc_u64_batched", "shmring_spsc_u64"),
     );
-    let frames = tp(&format!("shmring_frames_{tag}"));
+    let frames = format!("shmring_frames_{tag}");
     at_least(
-        "frames GB/s / single-core memcpy GB/s",
+        "frames GB/s / single-core memcpy GB/s, median of rounds",
         ">= 0.5",
         0.5,
-        frames
-            .zip(r.memcpy_gb_per_s.filter(|m| *m > 0.0))
-            .map(|(f, m)| f * r.frame_size as f64 / 1e9 / m),
+        rounds(&frames).and_then(|f| per_round(f, &r.memcpy_rounds, r.frame_size as f64 / 1e9)),
     );
     at_least(
-        "frames msgs/s / unix socket msgs/s",
+        "frames msgs/s / unix socket msgs/s, median of rounds",
         ">= 10",
         10.0,
-        frames
-            .zip(tp(&format!("unix_socket_{tag}")))
-            .map(|(a, b)| a / b),
+        tp_ratio(&frames, &format!("unix_socket_{tag}")),
     );
     at_least(
-        "shmring_mpmc_u64 (1p1c, 2 processes) / crossbeam ArrayQueue (2 threads)",
+        "shmring_mpmc_u64 (2 processes) / ArrayQueue (2 threads), median of rounds",
         ">= 0.8",
         0.8,
-        tp("shmring_mpmc_u64")
-            .zip(tp("crossbeam_array_queue_u64_in_process"))
-            .map(|(a, b)| a / b),
+        tp_ratio("shmring_mpmc_u64", "crossbeam_array_queue_u64_in_process"),
     );
     out
 }
