@@ -33,6 +33,16 @@ fn dir() -> &'static PathBuf {
 /// more would mean a loop that never ends.
 const MAX_POPS: usize = 4096;
 
+/// Pops (`step(i)`, i = 0, 1, ...) until the first error, at most
+/// `MAX_POPS` times.
+fn drain<E>(mut step: impl FnMut(usize) -> Result<usize, E>) {
+    for i in 0..MAX_POPS {
+        if step(i).is_err() {
+            break;
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else {
         return;
@@ -89,45 +99,28 @@ fuzz_target!(|data: &[u8]| {
     drop(file);
     if let Ok(seg) = opts.open(name) {
         let seg = Arc::new(seg);
+        let mut buf = [0u64; 5];
         match kind {
             0 => {
                 if let Ok(mut rx) = spsc::Consumer::<u64>::attach(seg) {
-                    let mut buf = [0u64; 5];
-                    for i in 0..MAX_POPS {
-                        let r = if i % 2 == 0 {
-                            rx.try_pop().map(|_| 1)
-                        } else {
-                            rx.pop_into(&mut buf)
-                        };
-                        if r.is_err() {
-                            break;
-                        }
-                    }
+                    drain(|i| match i % 2 {
+                        0 => rx.try_pop().map(|_| 1),
+                        _ => rx.pop_into(&mut buf),
+                    });
                 }
             }
             1 => {
                 if let Ok(mut rx) = FrameConsumer::attach(seg) {
                     let mut out = Vec::new();
-                    for _ in 0..MAX_POPS {
-                        if rx.try_recv(&mut out).is_err() {
-                            break;
-                        }
-                    }
+                    drain(|_| rx.try_recv(&mut out).map(|()| 1));
                 }
             }
             _ => {
                 if let Ok(mut rx) = mpmc::Consumer::<u64>::attach(seg) {
-                    let mut buf = [0u64; 5];
-                    for i in 0..MAX_POPS {
-                        let r = if i % 2 == 0 {
-                            rx.try_pop().map(|_| 1)
-                        } else {
-                            rx.pop_into(&mut buf)
-                        };
-                        if r.is_err() {
-                            break;
-                        }
-                    }
+                    drain(|i| match i % 2 {
+                        0 => rx.try_pop().map(|_| 1),
+                        _ => rx.pop_into(&mut buf),
+                    });
                 }
             }
         }
