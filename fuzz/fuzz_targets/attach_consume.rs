@@ -10,24 +10,15 @@
 #![no_main]
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use shmring::frames::{self, FrameConsumer, FrameProducer};
 use shmring::{SegmentOptions, mpmc, spsc};
 
-fn dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::var_os("SHMRING_FUZZ_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/dev/shm".into())
-            .join(format!("shmring-fuzz-{}", std::process::id()));
-        let _ = std::fs::create_dir(&d);
-        d
-    })
-}
+#[path = "scratch.rs"]
+mod scratch;
+use scratch::dir;
 
 /// Pops at most this many times: a ring holds fewer messages than this, so
 /// more would mean a loop that never ends.
