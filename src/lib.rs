@@ -31,6 +31,7 @@
 pub mod error;
 pub mod frames;
 pub mod header;
+pub mod message;
 pub mod mpmc;
 mod role;
 pub mod segment;
@@ -38,6 +39,17 @@ pub mod spsc;
 mod sync;
 pub mod wait;
 
+pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, Result};
 pub use header::{Kind, Layout};
+pub use message::{Message, TypeIdentity};
 pub use segment::{Segment, SegmentOptions};
+/// `#[derive(Message)]`: see [`message`].
+#[cfg(feature = "derive")]
+pub use shmring_derive::Message;
+
+/// Not public API: paths used by the code `#[derive(Message)]` generates.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytemuck;
+}
