@@ -43,6 +43,7 @@
 //! * there is no padding: the size of the struct is the sum of the sizes of
 //!   its fields. Order fields from the largest alignment to the smallest, or
 //!   add explicit `_pad: [u8; N]` fields;
+//! * it has at least one field and is not zero-sized;
 //! * it derives `Clone` and `Copy` (required by `Pod`).
 //!
 //! Types that already implement `bytemuck::Pod` (for example through
@@ -390,7 +391,9 @@ impl TypeIdentity {
     /// The identity of `T`.
     ///
     /// A `T` whose [`Message::NAME`] is invalid, or whose size does not fit
-    /// in a `u32`, is refused at compile time.
+    /// in a `u32`, is refused at compile time wherever `of::<T>()` is
+    /// instantiated (a post-monomorphization error: code the compiler never
+    /// instantiates, such as an unused function, is not checked).
     pub const fn of<T: Message>() -> Self {
         const {
             assert!(
