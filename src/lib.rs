@@ -4,7 +4,7 @@
 //! processes on one Linux host at close to the speed of the hardware.
 //!
 //! A ring lives in a shared-memory object (`/dev/shm/NAME` by default) that
-//! starts with a versioned, validated [header](crate::header). Processes
+//! starts with a versioned, validated [header]. Processes
 //! attach to it by name through a [`Segment`]; the lifecycle protocol in
 //! [`segment`] guarantees that one name never refers to two live objects and
 //! that a ring is removed when its last user detaches (unless it is
