@@ -22,7 +22,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::layout::WaitLine;
+use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// How a blocking call waits when the ring is empty (or full).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,33 +54,6 @@ impl Default for WaitStrategy {
 /// Longest single sleep: a sleeper wakes at least this often to check
 /// whether its peer is still alive (a killed peer cannot wake it).
 pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// One direction's wait line in the segment. Atomics only. Touched only
-/// when someone sleeps or wakes, never per message.
-#[repr(C, align(128))]
-pub struct WaitLine {
-    /// The futex word: bumped by a publisher that found waiters.
-    pub(crate) seq: AtomicU32,
-    /// Zero; reserved.
-    pub(crate) reserved: AtomicU32,
-    /// `FUTEX_WAKE` calls issued.
-    pub(crate) wakeups: AtomicU64,
-    /// `FUTEX_WAIT` calls made.
-    pub(crate) sleeps: AtomicU64,
-    /// Sleeps that ended with nothing to do.
-    pub(crate) spurious: AtomicU64,
-}
-
-#[cfg(not(loom))]
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<WaitLine>() == crate::header::LINE);
-    assert!(offset_of!(WaitLine, seq) == 0);
-    assert!(offset_of!(WaitLine, reserved) == 4);
-    assert!(offset_of!(WaitLine, wakeups) == 8);
-    assert!(offset_of!(WaitLine, sleeps) == 16);
-    assert!(offset_of!(WaitLine, spurious) == 24);
-};
 
 /// Counters of one wait line, for `stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -589,22 +563,6 @@ mod futex {
 }
 
 #[cfg(all(test, loom))]
-pub(crate) mod tests_support {
-    use super::*;
-
-    /// A zeroed wait line on the heap, for loom models.
-    pub(crate) fn wait_line() -> WaitLine {
-        WaitLine {
-            seq: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
-            wakeups: AtomicU64::new(0),
-            sleeps: AtomicU64::new(0),
-            spurious: AtomicU64::new(0),
-        }
-    }
-}
-
-#[cfg(all(test, loom))]
 mod loom_models {
     //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models`
     use super::*;
@@ -625,13 +583,7 @@ mod loom_models {
         loom::model(|| {
             let s = Arc::new(Shared {
                 waiters: AtomicU32::new(0),
-                line: WaitLine {
-                    seq: AtomicU32::new(0),
-                    reserved: AtomicU32::new(0),
-                    wakeups: AtomicU64::new(0),
-                    sleeps: AtomicU64::new(0),
-                    spurious: AtomicU64::new(0),
-                },
+                line: WaitLine::new_for_model(),
                 data: AtomicU32::new(0),
             });
             let s2 = s.clone();

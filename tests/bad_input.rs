@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use shmring::header::{HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR};
+use shmring::raw::{HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR};
 use shmring::segment::{self, Status};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmring::header::{Descriptor, validate};
+use shmring::raw::{Descriptor, validate};
 
 fuzz_target!(|data: &[u8]| {
     let mut raw = [0u8; std::mem::size_of::<Descriptor>()];

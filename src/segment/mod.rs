@@ -49,7 +49,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{
+use crate::layout::{
     self, DESCRIPTOR_SIZE, Descriptor, FLAG_PERSISTENT, HEADER_SIZE, LIVE_OFFSET, Layout, Live,
     MAGIC, RoleRecord, STATE_READY,
 };
@@ -108,9 +108,9 @@ pub enum HugePages {
 impl HugePages {
     fn bits(self) -> u32 {
         match self {
-            HugePages::Off => header::BACKING_HUGE_OFF,
-            HugePages::Prefer => header::BACKING_HUGE_PREFER,
-            HugePages::Require => header::BACKING_HUGE_REQUIRE,
+            HugePages::Off => layout::BACKING_HUGE_OFF,
+            HugePages::Prefer => layout::BACKING_HUGE_PREFER,
+            HugePages::Require => layout::BACKING_HUGE_REQUIRE,
         }
     }
 }
@@ -203,10 +203,10 @@ impl SegmentOptions {
     fn attach_bits(&self) -> u32 {
         let mut bits = 0;
         if self.populate {
-            bits |= header::BACKING_POPULATE;
+            bits |= layout::BACKING_POPULATE;
         }
         if self.lock_memory {
-            bits |= header::BACKING_LOCK;
+            bits |= layout::BACKING_LOCK;
         }
         bits
     }
@@ -240,15 +240,15 @@ impl SegmentOptions {
                     self.dir.display()
                 )));
             }
-            return Ok((bits | header::BACKING_HUGE_ACTIVE, page, total));
+            return Ok((bits | layout::BACKING_HUGE_ACTIVE, page, total));
         }
         if self.huge_pages == HugePages::Off {
-            return Ok((bits, header::PAGE as u64, layout.total_size));
+            return Ok((bits, layout::PAGE as u64, layout.total_size));
         }
         let (setting, usable) = sys::shmem_thp();
         if usable {
             return Ok((
-                bits | header::BACKING_HUGE_ACTIVE,
+                bits | layout::BACKING_HUGE_ACTIVE,
                 THP_SIZE,
                 round(THP_SIZE)?,
             ));
@@ -262,10 +262,10 @@ impl SegmentOptions {
                     .unwrap_or_default()
             )));
         }
-        let fallback = header::HugeFallback::ShmemThpDisabled;
+        let fallback = layout::HugeFallback::ShmemThpDisabled;
         log::warn!("{}: {}", path.display(), fallback.describe());
         bits |= fallback.code() << 8;
-        Ok((bits, header::PAGE as u64, layout.total_size))
+        Ok((bits, layout::PAGE as u64, layout.total_size))
     }
 
     /// Creates an anonymous ring in a sealed memfd (`memfd_create`): it has
@@ -278,14 +278,14 @@ impl SegmentOptions {
     /// pool).
     pub fn create_anonymous(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
         let path = PathBuf::from(format!("memfd:shmring:{name}"));
-        let mut bits = self.huge_pages.bits() | self.attach_bits() | header::BACKING_MEMFD;
-        let mut page = header::PAGE as u64;
+        let mut bits = self.huge_pages.bits() | self.attach_bits() | layout::BACKING_MEMFD;
+        let mut page = layout::PAGE as u64;
         if self.huge_pages != HugePages::Off {
             let need = layout.total_size.div_ceil(THP_SIZE);
             let free = sys::huge_pages_free(THP_SIZE).unwrap_or(0);
             if free >= need {
                 page = THP_SIZE;
-                bits |= header::BACKING_HUGE_ACTIVE;
+                bits |= layout::BACKING_HUGE_ACTIVE;
             } else if self.huge_pages == HugePages::Require {
                 return Err(Error::HugePagesUnavailable {
                     path,
@@ -294,7 +294,7 @@ impl SegmentOptions {
                     ),
                 });
             } else {
-                let fallback = header::HugeFallback::NoFreePages;
+                let fallback = layout::HugeFallback::NoFreePages;
                 log::warn!("{}: {}", path.display(), fallback.describe());
                 bits |= fallback.code() << 8;
             }
@@ -303,7 +303,7 @@ impl SegmentOptions {
             total_size: layout.total_size.next_multiple_of(page),
             ..*layout
         };
-        let file = sys::memfd_create(&format!("shmring:{name}"), page != header::PAGE as u64)
+        let file = sys::memfd_create(&format!("shmring:{name}"), page != layout::PAGE as u64)
             .map_err(|e| Error::io(&path, "memfd_create", e))?;
         sys::fallocate(&file, layout.total_size).map_err(|e| Error::io(&path, "fallocate", e))?;
         let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
@@ -312,12 +312,12 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let pid = std::process::id();
-        let mut desc = header::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
+        let mut desc = layout::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
         desc.backing = bits;
         desc.page_size_kib = (page / 1024) as u32;
         let seg = Segment::map(name, &path, file, desc, layout, &meta, 0)?;
         seg.write_descriptor();
-        if layout.kind == header::Kind::Mpmc {
+        if layout.kind == layout::Kind::Mpmc {
             crate::mpmc::initialize(&seg)?;
         }
         seg.live()
@@ -373,8 +373,8 @@ impl SegmentOptions {
                 "received a ring that is not initialized",
             ));
         }
-        let layout = header::validate(&desc, &path, meta.len())?;
-        if desc.backing & header::BACKING_MEMFD == 0 {
+        let layout = layout::validate(&desc, &path, meta.len())?;
+        if desc.backing & layout::BACKING_MEMFD == 0 {
             return Err(Error::corrupted(
                 &path,
                 "received a ring that is not marked anonymous",
@@ -546,7 +546,7 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let flags = if self.persistent { FLAG_PERSISTENT } else { 0 };
-        let mut desc = header::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
+        let mut desc = layout::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
         desc.backing = backing;
         desc.page_size_kib = (page / 1024) as u32;
         let seg = Segment::map(name, path, file, desc, *layout, &meta, 0)?;
@@ -555,7 +555,7 @@ impl SegmentOptions {
         test_pause();
         // Every ring starts zeroed (fallocate), which is the empty state of
         // SPSC and frame rings; MPMC slots need their sequence numbers.
-        if layout.kind == header::Kind::Mpmc {
+        if layout.kind == layout::Kind::Mpmc {
             crate::mpmc::initialize(&seg)?;
         }
         // Publish: the release store orders every byte written above
@@ -658,7 +658,7 @@ impl SegmentOptions {
                 desc.creator_pid
             )));
         }
-        let layout = header::validate(&desc, path, meta.len())?;
+        let layout = layout::validate(&desc, path, meta.len())?;
         let seg = Segment::map(name, path, file, desc, layout, &meta, self.attach_bits())?;
         // Acquire pairs with the creator's release store of READY: every ring
         // word it initialized is visible from here on.
@@ -930,18 +930,18 @@ impl Segment {
         // this mapping can fall past the end of the file.
         let mut options = MmapOptions::new();
         options.len(len);
-        if bits & header::BACKING_POPULATE != 0 {
+        if bits & layout::BACKING_POPULATE != 0 {
             options.populate();
         }
         let map = options
             .map_raw(&file)
             .map_err(|e| Error::io(path, "mmap", e))?;
-        if bits & header::BACKING_HUGE_ACTIVE != 0 {
+        if bits & layout::BACKING_HUGE_ACTIVE != 0 {
             // Transparent huge pages on shmem need the advice; hugetlbfs
             // mappings are huge anyway (and may refuse it): best effort.
             let _ = sys::advise_huge(map.as_mut_ptr(), len);
         }
-        if bits & header::BACKING_LOCK != 0 {
+        if bits & layout::BACKING_LOCK != 0 {
             sys::mlock(map.as_ptr(), len).map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN) => Error::MemoryLockLimit {
                     path: path.to_path_buf(),
@@ -961,7 +961,7 @@ impl Segment {
             dev: meta.dev(),
             ino: meta.ino(),
             held_roles: Mutex::new(Vec::new()),
-            anonymous: desc.backing & header::BACKING_MEMFD != 0,
+            anonymous: desc.backing & layout::BACKING_MEMFD != 0,
         })
     }
 
