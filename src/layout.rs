@@ -613,32 +613,43 @@ mod model_support {
 
 /// The shape of a ring, computed from its parameters; the header's
 /// offsets and sizes must equal what this computes.
+///
+/// Only the checked constructors ([`Layout::new`], [`Layout::with_roles`],
+/// and `validate` for a header) build one, so every `Layout` is
+/// consistent; its fields are read through getters. A forged layout does
+/// not compile:
+///
+/// ```compile_fail
+/// let mut l = shmring::spsc::layout::<u64>(8)?;
+/// l.capacity = 1 << 20;
+/// # Ok::<(), shmring::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// What the ring holds.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Slots (typed) or bytes (frames); a power of two.
-    pub capacity: u64,
+    pub(crate) capacity: u64,
     /// Bytes of one message (typed) or 1 (frames).
-    pub slot_size: u32,
+    pub(crate) slot_size: u32,
     /// Alignment of one message.
-    pub slot_align: u32,
+    pub(crate) slot_align: u32,
     /// Distance between two slots in the data area (typed rings).
-    pub slot_stride: u64,
+    pub(crate) slot_stride: u64,
     /// Producer roles.
-    pub max_producers: u32,
+    pub(crate) max_producers: u32,
     /// Consumer roles.
-    pub max_consumers: u32,
+    pub(crate) max_consumers: u32,
     /// Offset of the role records.
-    pub roles_offset: u64,
+    pub(crate) roles_offset: u64,
     /// Offset of the control lines.
-    pub control_offset: u64,
+    pub(crate) control_offset: u64,
     /// Offset of the data area.
-    pub data_offset: u64,
+    pub(crate) data_offset: u64,
     /// Bytes of the data area.
-    pub data_size: u64,
+    pub(crate) data_size: u64,
     /// Size of the whole object (a multiple of [`PAGE`]).
-    pub total_size: u64,
+    pub(crate) total_size: u64,
 }
 
 fn round_up(value: u64, to: u64) -> Option<u64> {

@@ -1701,6 +1701,24 @@ mod tests {
         (dir, Arc::new(seg))
     }
 
+    /// A ring view refuses a layout whose slots exceed the data area or
+    /// whose roles' claim lines exceed the control area.
+    #[test]
+    fn a_forged_layout_is_refused() {
+        let (_dir, seg) = ring("forged");
+        let mut seg = Arc::into_inner(seg).unwrap();
+        let good = *seg.layout();
+        assert!(RawMpmc::new(&seg).is_ok());
+        let mut forged = good;
+        forged.capacity = 1 << 20;
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawMpmc::new(&seg), Err(Error::Corrupted { .. })));
+        let mut forged = good;
+        forged.max_consumers = 1 << 20;
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawMpmc::new(&seg), Err(Error::Corrupted { .. })));
+    }
+
     #[test]
     fn positions_scribbled_near_the_top_are_corrupted_not_an_overflow() {
         for (which, top) in [("dequeue", u64::MAX), ("enqueue", POS - 1)] {

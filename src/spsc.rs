@@ -1163,3 +1163,35 @@ mod loom_models {
         });
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::SegmentOptions;
+    use crate::segment::TestDir;
+
+    /// A layout whose capacity * stride exceeds the data area cannot be
+    /// written by `create`, nor used by a ring view even if a handle were
+    /// given one (a regression: safe code could set `Layout::capacity`
+    /// and make `push` write past the mapping).
+    #[test]
+    fn a_forged_layout_is_refused() {
+        let dir = TestDir::new("forged");
+        let good = layout::<u64>(8).unwrap();
+        let mut forged = good;
+        forged.capacity = 1 << 20;
+        let opts = SegmentOptions::new().dir(&dir.0);
+        assert!(matches!(
+            opts.create("forged", &forged, type_id::<u64>()),
+            Err(Error::Corrupted { .. })
+        ));
+        let mut seg = opts.create("ok", &good, type_id::<u64>()).unwrap();
+        assert!(RawRing::new(&seg).is_ok());
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawRing::new(&seg), Err(Error::Corrupted { .. })));
+        let mut beyond = good;
+        beyond.data_offset = good.total_size;
+        seg.forge_layout_for_test(beyond);
+        assert!(matches!(RawRing::new(&seg), Err(Error::Corrupted { .. })));
+    }
+}

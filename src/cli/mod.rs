@@ -339,9 +339,9 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 println!(
                     "created {} ({} ring, capacity {}, {} bytes)",
                     info.path.display(),
-                    layout.kind,
-                    layout.capacity,
-                    layout.total_size
+                    layout.kind(),
+                    layout.capacity(),
+                    layout.total_size()
                 );
             }
             Ok(())

@@ -315,6 +315,9 @@ impl SegmentOptions {
         let mut desc = layout::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
         desc.backing = bits;
         desc.page_size_kib = (page / 1024) as u32;
+        // The descriptor we are about to write gets exactly the check an
+        // opener makes, and the mapping is built from what it accepts.
+        let layout = layout::validate(&desc, &path, layout.total_size)?;
         let seg = Segment::map(name, &path, file, desc, layout, &meta, 0)?;
         seg.write_descriptor();
         if layout.kind == layout::Kind::Mpmc {
@@ -549,6 +552,10 @@ impl SegmentOptions {
         let mut desc = layout::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
         desc.backing = backing;
         desc.page_size_kib = (page / 1024) as u32;
+        // The descriptor we are about to write gets exactly the check an
+        // opener makes (a failure here removes the object: `guard`), and the
+        // mapping is built from what it accepts.
+        let layout = &layout::validate(&desc, path, layout.total_size)?;
         let seg = Segment::map(name, path, file, desc, *layout, &meta, 0)?;
         // Through the mapping, not pwrite: hugetlbfs has no write().
         seg.write_descriptor();
@@ -975,6 +982,14 @@ impl Segment {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr(), bytes.len())
         };
+    }
+
+    /// Replaces the layout this handle computes addresses from, bypassing
+    /// every check: only for tests that show the ring views refuse a
+    /// forged layout.
+    #[cfg(test)]
+    pub(crate) fn forge_layout_for_test(&mut self, layout: Layout) {
+        self.layout = layout;
     }
 
     /// What `/proc/self/smaps` says about this process's mapping of the
