@@ -36,6 +36,7 @@ mod role;
 pub mod segment;
 pub mod spsc;
 mod sync;
+mod sys;
 pub mod wait;
 
 /// For tools (the CLI, fuzzers): the shared layout and low-level handles;

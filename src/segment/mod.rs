@@ -34,7 +34,6 @@
 //! past the end of the file (which would be SIGBUS).
 
 mod admin;
-mod sys;
 
 pub use admin::{Inspection, RoleInfo, Status, gc, inspect, list, remove};
 
@@ -53,6 +52,7 @@ use crate::layout::{
     self, DESCRIPTOR_SIZE, Descriptor, FLAG_PERSISTENT, HEADER_SIZE, LIVE_OFFSET, Layout, Live,
     MAGIC, RoleRecord, STATE_READY,
 };
+use crate::sys;
 
 /// The default directory: the POSIX shared-memory file system.
 pub const DEFAULT_DIR: &str = "/dev/shm";
