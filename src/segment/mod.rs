@@ -59,9 +59,12 @@ pub const DEFAULT_DIR: &str = "/dev/shm";
 /// How long `open` waits for a creator to finish, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Environment variable read by `create` only: pause this many milliseconds
-/// after the descriptor is written and before the ring is published, so
-/// tests can kill a creator mid-initialization. Not for production use.
+/// Environment variable read by `create` only, and only when the crate is
+/// built with the `test-hooks` feature (off by default; the crate's own
+/// tests turn it on): pause this many milliseconds after the descriptor is
+/// written and before the ring is published, so tests can kill a creator
+/// mid-initialization. Not for production use.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub const TEST_PAUSE_ENV: &str = "SHMRING_TEST_PAUSE_IN_INIT_MS";
 
@@ -676,7 +679,8 @@ impl SegmentOptions {
     }
 }
 
-/// Pauses creation for tests (see [`TEST_PAUSE_ENV`]).
+/// Pauses creation for tests (see `TEST_PAUSE_ENV`, feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 fn test_pause() {
     if let Some(ms) = std::env::var_os(TEST_PAUSE_ENV)
         .and_then(|v| v.to_str().and_then(|s| s.parse::<u64>().ok()))
@@ -685,6 +689,11 @@ fn test_pause() {
         std::thread::sleep(Duration::from_millis(ms));
     }
 }
+
+/// Without the `test-hooks` feature, creation never pauses and reads no
+/// environment variable.
+#[cfg(not(feature = "test-hooks"))]
+fn test_pause() {}
 
 /// Removes a half-made object if creation fails before READY.
 struct CreateGuard<'a> {
