@@ -37,7 +37,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::header::{Kind, Layout};
+use crate::layout::{Kind, Layout};
 use crate::role::{CONSUMER, PRODUCER, Side};
 use crate::segment::Segment;
 use crate::spsc::{
@@ -574,38 +574,23 @@ mod loom_models {
     const LENS: [u64; 3] = [24, 16, 24];
 
     struct Mem {
-        tail: [AtomicU64; 2],
-        head: [AtomicU64; 2],
+        control: crate::layout::SpscControl,
         words: [AtomicU64; (CAP / 8) as usize],
-        waits: [crate::wait::WaitLine; 2],
-        waiters: [crate::sync::atomic::AtomicU32; 2],
     }
 
     impl Mem {
         fn new() -> Mem {
             Mem {
-                tail: std::array::from_fn(|_| AtomicU64::new(0)),
-                head: std::array::from_fn(|_| AtomicU64::new(0)),
+                control: crate::layout::SpscControl::new_for_model(),
                 words: std::array::from_fn(|_| AtomicU64::new(0)),
-                waits: std::array::from_fn(|_| crate::wait::tests_support::wait_line()),
-                waiters: std::array::from_fn(|_| crate::sync::atomic::AtomicU32::new(0)),
             }
         }
 
         fn ring(&self) -> RawRing {
-            // SAFETY: the arrays outlive the RawRing (each thread holds the
-            // Arc<Mem>); under loom `word()` indexes `words` by pos / 8.
-            unsafe {
-                RawRing::from_parts(
-                    self.tail.as_ptr(),
-                    self.head.as_ptr(),
-                    self.words.as_ptr() as *mut u8,
-                    CAP,
-                    1,
-                    self.waits.as_ptr(),
-                    self.waiters.as_ptr(),
-                )
-            }
+            // SAFETY: the control lines and the array outlive the RawRing
+            // (each thread holds the Arc<Mem>); under loom `word()` indexes
+            // `words` by pos / 8; CAP is a power of two.
+            unsafe { RawRing::from_parts(&self.control, self.words.as_ptr() as *mut u8, CAP, 1) }
         }
     }
 

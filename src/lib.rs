@@ -4,7 +4,7 @@
 //! processes on one Linux host at close to the speed of the hardware.
 //!
 //! A ring lives in a shared-memory object (`/dev/shm/NAME` by default) that
-//! starts with a versioned, validated [header]. Processes
+//! starts with a versioned, validated header (see [`raw`]). Processes
 //! attach to it by name through a [`Segment`]; the lifecycle protocol in
 //! [`segment`] guarantees that one name never refers to two live objects and
 //! that a ring is removed when its last user detaches (unless it is
@@ -30,18 +30,25 @@
 
 pub mod error;
 pub mod frames;
-pub mod header;
+mod layout;
 pub mod message;
 pub mod mpmc;
 mod role;
 pub mod segment;
 pub mod spsc;
 mod sync;
+mod sys;
 pub mod wait;
+
+/// For tools (the CLI, fuzzers): the shared layout and low-level handles;
+/// not needed to use rings, and may change with the layout version.
+pub mod raw {
+    pub use crate::layout::*;
+}
 
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, Result};
-pub use header::{Kind, Layout};
+pub use layout::{Kind, Layout};
 pub use message::{Message, TypeIdentity};
 pub use segment::{Segment, SegmentOptions};
 /// `#[derive(Message)]`: see [`message`].

@@ -129,7 +129,7 @@
 //! The size and alignment are those of the C layout of the struct
 //! (`sizeof`, `_Alignof`; `struct.calcsize` / `ctypes.alignment` in
 //! Python). The id is stored in the `type_id` field of the ring's
-//! [`Descriptor`](crate::header::Descriptor) (a `u64` at byte offset 48, in
+//! [`Descriptor`](crate::raw::Descriptor) (a `u64` at byte offset 48, in
 //! host byte order). Pass it when creating or attaching to a ring:
 //!
 //! ```no_run

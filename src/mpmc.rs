@@ -79,13 +79,16 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::frames::ReserveError;
-use crate::header::{Kind, LINE, Layout, MPMC_CLAIMS_LINE, MPMC_STATS_LINE, derive_type_id};
+use crate::layout::{
+    ClaimLine, DequeueLine, EnqueueLine, Kind, LINE, Layout, MPMC_CONTROL_SIZE, MpmcControl, Stats,
+    WaitLine, derive_type_id,
+};
 use crate::role::Side;
 use crate::segment::Segment;
 use crate::spsc::{PopError, PushError, TryPopError, TryPushError};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::spin_hint;
-use crate::wait::{self, Event, Poll, WaitCounters, WaitLine, WaitStrategy};
+use crate::wait::{self, Event, Poll, WaitCounters, WaitStrategy};
 
 /// Bit 63 of a sequence number: the slot was published empty (its producer
 /// died, or dropped an uncommitted [`WriteSlot`]); consumers drop it.
@@ -109,50 +112,16 @@ pub const MAX_RETRIES: u32 = 1 << 16;
 #[cfg(loom)]
 pub const MAX_RETRIES: u32 = 3;
 
-/// One role's claim line (the first [`MPMC_CLAIMS_LINE`] control lines are
-/// the indices, the wait lines and [`Stats`]; then one of these per role,
-/// producers first). Written only by the role's holder, and by a new holder
-/// that clears a dead predecessor's record.
-#[repr(C, align(128))]
-pub struct ClaimLine {
-    /// First position being claimed, plus one; 0: no claim in progress.
-    /// Stored (relaxed) before the claiming CAS, whose release publishes
-    /// it; cleared with release after the positions were published.
-    pub(crate) pos: AtomicU64,
-    /// How many consecutive positions from `pos - 1` are claimed.
-    pub(crate) len: AtomicU64,
-}
-
-/// The MPMC statistics line.
-#[repr(C, align(128))]
-pub struct Stats {
-    /// Slots skipped because their producer died before publishing.
-    pub(crate) skipped: AtomicU64,
-    /// Messages re-published because their consumer died before releasing.
-    pub(crate) redelivered: AtomicU64,
-}
-
-#[cfg(not(loom))]
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<ClaimLine>() == LINE);
-    assert!(offset_of!(ClaimLine, pos) == 0);
-    assert!(offset_of!(ClaimLine, len) == 8);
-    assert!(size_of::<Stats>() == LINE);
-    assert!(offset_of!(Stats, skipped) == 0);
-    assert!(offset_of!(Stats, redelivered) == 8);
-};
-
 /// The layout of an MPMC ring of `capacity` messages of type `T`, with
-/// [`DEFAULT_MPMC_ROLES`](crate::header::DEFAULT_MPMC_ROLES) producer and
+/// [`DEFAULT_MPMC_ROLES`](crate::layout::DEFAULT_MPMC_ROLES) producer and
 /// consumer roles.
 pub fn layout<T: Pod>(capacity: u64) -> Result<Layout> {
-    let r = crate::header::DEFAULT_MPMC_ROLES;
+    let r = crate::layout::DEFAULT_MPMC_ROLES;
     layout_with_roles::<T>(capacity, r, r)
 }
 
 /// The layout of an MPMC ring with chosen numbers of producer and consumer
-/// roles (each 1 to [`MAX_ROLES`](crate::header::MAX_ROLES)).
+/// roles (each 1 to [`MAX_ROLES`](crate::layout::MAX_ROLES)).
 pub fn layout_with_roles<T: Pod>(capacity: u64, producers: u32, consumers: u32) -> Result<Layout> {
     let size = u32::try_from(std::mem::size_of::<T>()).unwrap_or(u32::MAX);
     if size == 0 {
@@ -179,23 +148,16 @@ pub fn type_id<T: Pod>() -> u64 {
 /// outlives this struct (the owner keeps the `Arc<Segment>`); over heap
 /// memory in loom models.
 pub(crate) struct RawMpmc {
-    /// Enqueue line: next position to claim for writing.
-    tail: *const AtomicU64,
-    /// Dequeue line: next position to claim for reading.
-    head: *const AtomicU64,
+    /// Enqueue, dequeue, wait and statistics lines; fields are reached by
+    /// place projection, never through a reference to the whole struct.
+    control: *const MpmcControl,
     /// Slots: `capacity * stride` bytes, each a sequence number then the
     /// message at `payload`.
     data: *mut u8,
     capacity: u64,
     stride: usize,
     payload: usize,
-    waits: *const WaitLine,
-    /// Sleepers waiting for data: on the enqueue line (third word).
-    data_waiters: *const AtomicU32,
-    /// Sleepers waiting for space: on the dequeue line (third word).
-    space_waiters: *const AtomicU32,
-    stats: *const Stats,
-    /// One claim line per role, producers first.
+    /// One claim line per role, producers first (right after `control`).
     claims: *const ClaimLine,
     producers: u32,
     consumers: u32,
@@ -243,79 +205,82 @@ impl Stuck {
 }
 
 impl RawMpmc {
-    /// The view of a validated MPMC segment; every region is range-checked
-    /// against the mapping here, once.
+    /// The view of a validated MPMC segment. Everything the accessors rely
+    /// on is checked here, once, before any pointer is formed: the kind, a
+    /// power-of-two capacity, the payload inside the stride, `capacity *
+    /// stride` (checked arithmetic) inside the data area, and the control
+    /// lines (with one claim line per role) and the data area inside the
+    /// mapping and aligned.
     pub(crate) fn new(seg: &Segment) -> Result<RawMpmc> {
         let l = seg.layout();
-        let oob = || Error::corrupted(seg.path(), "ring regions outside the mapping");
+        let corrupted = |what: &str| Error::corrupted(seg.path(), what.to_string());
+        if l.kind() != Kind::Mpmc {
+            return Err(corrupted("not an mpmc ring"));
+        }
+        let (capacity, stride) = (l.capacity(), l.slot_stride());
+        let payload = crate::layout::mpmc_payload_offset(l.slot_align());
+        if !capacity.is_power_of_two()
+            || !stride.is_multiple_of(8)
+            || payload + u64::from(l.slot_size()) > stride
+        {
+            return Err(corrupted("mpmc slot shape out of range"));
+        }
+        let need = capacity
+            .checked_mul(stride)
+            .filter(|&n| n <= l.data_size())
+            .ok_or_else(|| corrupted("ring slots exceed the data area"))?;
         let roles = u64::from(l.roles());
+        let control_len = MPMC_CONTROL_SIZE as u64 + roles * LINE as u64;
         let control = seg
-            .region(
-                l.control_offset,
-                (MPMC_CLAIMS_LINE as u64 + roles) * LINE as u64,
-            )
-            .ok_or_else(oob)?;
-        let data = seg.region(l.data_offset, l.data_size).ok_or_else(oob)?;
-        let payload = crate::header::mpmc_payload_offset(l.slot_align) as usize;
-        if l.kind != Kind::Mpmc || (payload + l.slot_size as usize) as u64 > l.slot_stride {
-            return Err(oob());
+            .region(l.control_offset(), control_len)
+            .ok_or_else(|| corrupted("ring control lines outside the mapping"))?;
+        let data = seg
+            .region(l.data_offset(), need)
+            .ok_or_else(|| corrupted("ring data area outside the mapping"))?;
+        if !(control as usize).is_multiple_of(LINE) || !(data as usize).is_multiple_of(8) {
+            return Err(corrupted("ring regions misaligned"));
         }
-        // SAFETY: each `add` below stays inside the control region (its
-        // MPMC_CLAIMS_LINE + roles lines were checked by `region`), aligned.
-        unsafe {
-            Ok(RawMpmc {
-                tail: control.cast::<AtomicU64>(),
-                head: control.add(LINE).cast::<AtomicU64>(),
-                data,
-                capacity: l.capacity,
-                stride: l.slot_stride as usize,
-                payload,
-                waits: control.add(2 * LINE).cast::<WaitLine>(),
-                data_waiters: control.add(16).cast::<AtomicU32>(),
-                space_waiters: control.add(LINE + 16).cast::<AtomicU32>(),
-                stats: control.add(MPMC_STATS_LINE * LINE).cast::<Stats>(),
-                claims: control.add(MPMC_CLAIMS_LINE * LINE).cast::<ClaimLine>(),
-                producers: l.max_producers,
-                consumers: l.max_consumers,
-            })
-        }
+        let too_large = || corrupted("mpmc slot stride too large");
+        Ok(RawMpmc {
+            control: control.cast::<MpmcControl>(),
+            data,
+            capacity,
+            stride: usize::try_from(stride).map_err(|_| too_large())?,
+            payload: usize::try_from(payload).map_err(|_| too_large())?,
+            // SAFETY: the control region spans MPMC_CONTROL_SIZE + roles *
+            // LINE bytes (checked by `region` above), so the claim lines
+            // start inside it.
+            claims: unsafe { control.add(MPMC_CONTROL_SIZE) }.cast::<ClaimLine>(),
+            producers: l.max_producers(),
+            consumers: l.max_consumers(),
+        })
     }
 
     /// A ring over caller-provided memory (loom models).
     ///
     /// # Safety
     /// Every pointer must be valid for the lifetime of the `RawMpmc`:
-    /// `data` for `capacity * stride` bytes of slots each starting with an
-    /// `AtomicU64`, `claims` for `producers + consumers` lines, `waits` and
-    /// `waiters` for two each.
+    /// `control` a valid `MpmcControl`, `data` for `capacity * stride`
+    /// bytes of slots each starting with an `AtomicU64`, `claims` for
+    /// `producers + consumers` lines; `capacity` a power of two.
     #[cfg(loom)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn from_parts(
-        indices: *const AtomicU64,
+        control: *const MpmcControl,
         data: *mut u8,
         capacity: u64,
         stride: usize,
         payload: usize,
-        waits: *const WaitLine,
-        waiters: *const AtomicU32,
-        stats: *const Stats,
         claims: *const ClaimLine,
         producers: u32,
         consumers: u32,
     ) -> RawMpmc {
         RawMpmc {
-            tail: indices,
-            // SAFETY: the caller provides two indices and two waiter counts.
-            head: unsafe { indices.add(1) },
+            control,
             data,
             capacity,
             stride,
             payload,
-            waits,
-            data_waiters: waiters,
-            // SAFETY: as above.
-            space_waiters: unsafe { waiters.add(1) },
-            stats,
             claims,
             producers,
             consumers,
@@ -323,20 +288,40 @@ impl RawMpmc {
     }
 
     #[inline]
+    fn enqueue_line(&self) -> &EnqueueLine {
+        // SAFETY: `control` points at MPMC_CONTROL_SIZE bytes inside the
+        // mapping, 128-byte aligned (checked in `new`; in loom models the
+        // caller of `from_parts` guarantees it). The line holds only
+        // atomics, so a shared reference is sound while peers write it.
+        unsafe { &*std::ptr::addr_of!((*self.control).enqueue) }
+    }
+
+    #[inline]
+    fn dequeue_line(&self) -> &DequeueLine {
+        // SAFETY: as for `enqueue_line`.
+        unsafe { &*std::ptr::addr_of!((*self.control).dequeue) }
+    }
+
+    #[inline]
+    fn wait_line(&self, which: usize) -> &WaitLine {
+        // SAFETY: as for `enqueue_line`; `which` is bounds-checked by the
+        // array projection.
+        unsafe { &*std::ptr::addr_of!((*self.control).waits[which]) }
+    }
+
+    #[inline]
     fn tail(&self) -> &AtomicU64 {
-        // SAFETY: in bounds and aligned (checked in `new`); atomics only.
-        unsafe { &*self.tail }
+        &self.enqueue_line().tail
     }
 
     #[inline]
     fn head(&self) -> &AtomicU64 {
-        // SAFETY: as for `tail`.
-        unsafe { &*self.head }
+        &self.dequeue_line().head
     }
 
     fn stats(&self) -> &Stats {
-        // SAFETY: in bounds and aligned (checked in `new`); atomics only.
-        unsafe { &*self.stats }
+        // SAFETY: as for `enqueue_line`.
+        unsafe { &*std::ptr::addr_of!((*self.control).stats) }
     }
 
     /// The claim line of role `role` (`None` past the last role).
@@ -368,9 +353,10 @@ impl RawMpmc {
     #[inline]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         let index = (pos & (self.capacity - 1)) as usize;
-        // SAFETY: index < capacity; each slot of `stride` bytes starts
-        // with its 8-aligned sequence number (stride and the data area's
-        // start are multiples of 8).
+        // SAFETY: index < capacity and the data area holds capacity *
+        // stride bytes; each slot starts with its 8-aligned sequence number
+        // (stride and the data area's start are multiples of 8): all checked
+        // in `new`.
         unsafe { &*self.data.add(index * self.stride).cast::<AtomicU64>() }
     }
 
@@ -379,8 +365,8 @@ impl RawMpmc {
     #[inline]
     pub(crate) fn payload(&self, pos: u64) -> *mut u8 {
         let index = (pos & (self.capacity - 1)) as usize;
-        // SAFETY: index < capacity and payload + slot_size <= stride
-        // (checked in `new`).
+        // SAFETY: index < capacity, capacity * stride bytes of data and
+        // payload + slot_size <= stride (all checked in `new`).
         unsafe { self.data.add(index * self.stride + self.payload) }
     }
 
@@ -390,23 +376,17 @@ impl RawMpmc {
 
     /// Sleepers waiting for data (woken by producers).
     pub(crate) fn data_wait(&self) -> Event<'_> {
-        // SAFETY: in bounds and aligned (checked in `new`); atomics only.
-        unsafe {
-            Event {
-                line: &*self.waits,
-                waiters: &*self.data_waiters,
-            }
+        Event {
+            line: self.wait_line(0),
+            waiters: &self.enqueue_line().data_waiters,
         }
     }
 
     /// Sleepers waiting for space (woken by consumers).
     pub(crate) fn space_wait(&self) -> Event<'_> {
-        // SAFETY: as for `data_wait`; the second wait line.
-        unsafe {
-            Event {
-                line: &*self.waits.add(1),
-                waiters: &*self.space_waiters,
-            }
+        Event {
+            line: self.wait_line(1),
+            waiters: &self.dequeue_line().space_waiters,
         }
     }
 
@@ -1504,11 +1484,8 @@ mod loom_models {
 
     struct Mem {
         cap: u64,
-        indices: [AtomicU64; 2],
+        control: MpmcControl,
         slots: Vec<Slot>,
-        waits: [WaitLine; 2],
-        waiters: [AtomicU32; 2],
-        stats: Stats,
         claims: Vec<ClaimLine>,
         alive: Vec<AtomicBool>,
     }
@@ -1529,24 +1506,15 @@ mod loom_models {
         fn new(cap: u64) -> Mem {
             Mem {
                 cap,
-                indices: [AtomicU64::new(0), AtomicU64::new(0)],
+                control: MpmcControl::new_for_model(),
                 slots: (0..cap)
                     .map(|i| Slot {
                         seq: AtomicU64::new(i),
                         val: AtomicU64::new(0),
                     })
                     .collect(),
-                waits: std::array::from_fn(|_| crate::wait::tests_support::wait_line()),
-                waiters: std::array::from_fn(|_| AtomicU32::new(0)),
-                stats: Stats {
-                    skipped: AtomicU64::new(0),
-                    redelivered: AtomicU64::new(0),
-                },
                 claims: (0..PRODUCERS + CONSUMERS)
-                    .map(|_| ClaimLine {
-                        pos: AtomicU64::new(0),
-                        len: AtomicU64::new(0),
-                    })
+                    .map(|_| ClaimLine::new_for_model())
                     .collect(),
                 alive: (0..PRODUCERS + CONSUMERS)
                     .map(|_| AtomicBool::new(true))
@@ -1559,14 +1527,11 @@ mod loom_models {
             // holds, which outlives the RawMpmc built here.
             unsafe {
                 RawMpmc::from_parts(
-                    self.indices.as_ptr(),
+                    &self.control,
                     self.slots.as_ptr() as *mut u8,
                     self.cap,
                     std::mem::size_of::<Slot>(),
                     std::mem::offset_of!(Slot, val),
-                    self.waits.as_ptr(),
-                    self.waiters.as_ptr(),
-                    &self.stats,
                     self.claims.as_ptr(),
                     PRODUCERS,
                     CONSUMERS,
@@ -1640,7 +1605,7 @@ mod loom_models {
             let ones: Vec<u64> = got.iter().copied().filter(|&v| v < 10).collect();
             assert_eq!(ones, vec![1, 2], "producer 0 out of order or lost: {got:?}");
             assert!(got.contains(&11), "producer 1's message lost: {got:?}");
-            assert_eq!(mem.stats.skipped.load(Relaxed), 0);
+            assert_eq!(mem.control.stats.skipped.load(Relaxed), 0);
         });
     }
 
@@ -1680,7 +1645,7 @@ mod loom_models {
             slow.join().unwrap();
             assert_eq!(got, vec![5]);
             assert_eq!(
-                mem.stats.skipped.load(Relaxed),
+                mem.control.stats.skipped.load(Relaxed),
                 0,
                 "a live producer was skipped"
             );
@@ -1709,7 +1674,7 @@ mod loom_models {
             dying.join().unwrap();
             p2.join().unwrap();
             assert_eq!(got, vec![7]);
-            let skipped = mem.stats.skipped.load(Relaxed);
+            let skipped = mem.control.stats.skipped.load(Relaxed);
             assert!(skipped <= 1);
         });
     }
@@ -1734,6 +1699,24 @@ mod tests {
             )
             .unwrap();
         (dir, Arc::new(seg))
+    }
+
+    /// A ring view refuses a layout whose slots exceed the data area or
+    /// whose roles' claim lines exceed the control area.
+    #[test]
+    fn a_forged_layout_is_refused() {
+        let (_dir, seg) = ring("forged");
+        let mut seg = Arc::into_inner(seg).unwrap();
+        let good = *seg.layout();
+        assert!(RawMpmc::new(&seg).is_ok());
+        let mut forged = good;
+        forged.capacity = 1 << 20;
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawMpmc::new(&seg), Err(Error::Corrupted { .. })));
+        let mut forged = good;
+        forged.max_consumers = 1 << 20;
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawMpmc::new(&seg), Err(Error::Corrupted { .. })));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::header::{ROLE_ATTACHED, ROLE_DETACHED, ROLE_NEVER};
+use crate::layout::{ROLE_ATTACHED, ROLE_DETACHED, ROLE_NEVER};
 use crate::segment::Segment;
 use crate::spsc::RawRing;
 

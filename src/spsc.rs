@@ -37,11 +37,14 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
-use crate::header::{Kind, LINE, Layout, derive_type_id};
+use crate::layout::{
+    ConsumerLine, Kind, LINE, Layout, ProducerLine, SPSC_CONTROL_SIZE, SpscControl, WaitLine,
+    derive_type_id,
+};
 use crate::role::{CONSUMER, PRODUCER, Side};
 use crate::segment::Segment;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::wait::{self, Event, Poll, WaitCounters, WaitLine, WaitStrategy};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::wait::{self, Event, Poll, WaitCounters, WaitStrategy};
 use std::time::Duration;
 
 /// The layout of an SPSC ring of `capacity` messages of type `T`.
@@ -187,28 +190,22 @@ pub(crate) fn pop_poll<R>(
     }
 }
 
-/// The two shared indices and the data area, as raw pointers into memory
-/// that outlives this struct (the owner keeps the `Arc<Segment>`).
+/// The control lines and the data area, as raw pointers into memory that
+/// outlives this struct (the owner keeps the `Arc<Segment>`).
 ///
 /// Ring algorithms see only this, never the segment, so the same code can
 /// run over heap memory in a loom model.
 pub(crate) struct RawRing {
-    /// Producer line: next position to be written (published with release).
-    tail: *const AtomicU64,
-    /// Consumer line: next position to be read (released with release).
-    head: *const AtomicU64,
+    /// Producer line, consumer line and the two wait lines; fields are
+    /// reached with `addr_of!`-style place projections, never through a
+    /// reference to the whole (concurrently written) struct.
+    control: *const SpscControl,
     /// Data area: `capacity * stride` bytes.
     data: *mut u8,
     /// Slots (typed) or bytes (frames); a power of two.
     capacity: u64,
     /// Bytes per slot.
     stride: usize,
-    /// Control line 2: sleepers waiting for data; line 3: for space.
-    waits: *const WaitLine,
-    /// Sleepers waiting for data: on the producer line (third word).
-    data_waiters: *const AtomicU32,
-    /// Sleepers waiting for space: on the consumer line (third word).
-    space_waiters: *const AtomicU32,
 }
 
 // SAFETY: the pointers refer to shared memory accessed only through atomics
@@ -217,42 +214,70 @@ pub(crate) struct RawRing {
 unsafe impl Send for RawRing {}
 
 impl RawRing {
-    /// Builds the view of a validated SPSC/frames segment. The control lines
-    /// and the data area are range-checked against the mapping here, once.
+    /// Builds the view of a validated segment whose first control lines are
+    /// an [`SpscControl`] (SPSC and frame rings; an MPMC ring's first four
+    /// lines have the same shape). Everything the accessors rely on is
+    /// checked here, once, before any pointer is formed: the capacity is a
+    /// power of two, `capacity * stride` (checked arithmetic) fits in the
+    /// data area, and the control lines and the data area lie inside the
+    /// mapping, 128-byte aligned.
     pub(crate) fn new(seg: &Segment) -> Result<RawRing> {
         let l = seg.layout();
-        let oob = || Error::corrupted(seg.path(), "ring regions outside the mapping");
+        let corrupted = |what: &str| Error::corrupted(seg.path(), what.to_string());
+        let (capacity, stride) = (l.capacity(), l.slot_stride());
+        if !capacity.is_power_of_two() || stride == 0 {
+            return Err(corrupted("ring capacity or slot stride out of range"));
+        }
+        let need = capacity
+            .checked_mul(stride)
+            .filter(|&n| n <= l.data_size())
+            .ok_or_else(|| corrupted("ring slots exceed the data area"))?;
+        let stride = usize::try_from(stride).map_err(|_| corrupted("slot stride too large"))?;
         let control = seg
-            .region(l.control_offset, 2 * LINE as u64)
-            .ok_or_else(oob)?;
-        let data = seg.region(l.data_offset, l.data_size).ok_or_else(oob)?;
+            .region(l.control_offset(), SPSC_CONTROL_SIZE as u64)
+            .ok_or_else(|| corrupted("ring control lines outside the mapping"))?;
+        let data = seg
+            .region(l.data_offset(), need)
+            .ok_or_else(|| corrupted("ring data area outside the mapping"))?;
+        if !(control as usize).is_multiple_of(LINE) || !(data as usize).is_multiple_of(8) {
+            return Err(corrupted("ring regions misaligned"));
+        }
         Ok(RawRing {
-            tail: control.cast::<AtomicU64>(),
-            // SAFETY: control spans 2 * LINE bytes (checked by `region`).
-            head: unsafe { control.add(LINE) }.cast::<AtomicU64>(),
+            control: control.cast::<SpscControl>(),
             data,
-            capacity: l.capacity,
-            stride: l.slot_stride as usize,
-            // SAFETY: control spans 4 * LINE bytes; lines 2 and 3 are the
-            // wait lines, 128-byte aligned like the control region.
-            waits: unsafe { control.add(2 * LINE) }.cast::<WaitLine>(),
-            // SAFETY: offset 16 of the producer and consumer lines, inside
-            // the control region and 4-byte aligned.
-            data_waiters: unsafe { control.add(16) }.cast::<AtomicU32>(),
-            // SAFETY: as above.
-            space_waiters: unsafe { control.add(LINE + 16) }.cast::<AtomicU32>(),
+            capacity,
+            stride,
         })
+    }
+
+    #[inline]
+    fn producer_line(&self) -> &ProducerLine {
+        // SAFETY: `control` points at SPSC_CONTROL_SIZE bytes inside the
+        // mapping, 128-byte aligned (checked in `new`; in loom models, the
+        // caller of `from_parts` guarantees it). The line holds only atomics,
+        // so a shared reference to it is sound while peers write it.
+        unsafe { &*std::ptr::addr_of!((*self.control).producer) }
+    }
+
+    #[inline]
+    fn consumer_line(&self) -> &ConsumerLine {
+        // SAFETY: as for `producer_line`.
+        unsafe { &*std::ptr::addr_of!((*self.control).consumer) }
+    }
+
+    #[inline]
+    fn wait_line(&self, which: usize) -> &WaitLine {
+        // SAFETY: as for `producer_line`; `which` is 0 or 1 (index checked
+        // by the array projection).
+        unsafe { &*std::ptr::addr_of!((*self.control).waits[which]) }
     }
 
     /// Sleepers waiting for data (woken by the producer).
     #[inline]
     pub(crate) fn data_wait(&self) -> Event<'_> {
-        // SAFETY: in bounds and aligned (checked in `new`); atomics only.
-        unsafe {
-            Event {
-                line: &*self.waits,
-                waiters: &*self.data_waiters,
-            }
+        Event {
+            line: self.wait_line(0),
+            waiters: &self.producer_line().data_waiters,
         }
     }
 
@@ -264,54 +289,41 @@ impl RawRing {
     /// Sleepers waiting for space (woken by the consumer).
     #[inline]
     pub(crate) fn space_wait(&self) -> Event<'_> {
-        // SAFETY: as for `data_wait`; the second of the two wait lines.
-        unsafe {
-            Event {
-                line: &*self.waits.add(1),
-                waiters: &*self.space_waiters,
-            }
+        Event {
+            line: self.wait_line(1),
+            waiters: &self.consumer_line().space_waiters,
         }
     }
 
     /// A ring over caller-provided memory (loom models, unit tests).
     ///
     /// # Safety
-    /// `tail` and `head` must be valid atomics and `data` valid for
-    /// `capacity * stride` bytes, all for the lifetime of the `RawRing`.
+    /// `control` must be a valid `SpscControl` and `data` valid for
+    /// `capacity * stride` bytes, all for the lifetime of the `RawRing`;
+    /// `capacity` a power of two.
     #[cfg(loom)]
     pub(crate) unsafe fn from_parts(
-        tail: *const AtomicU64,
-        head: *const AtomicU64,
+        control: *const SpscControl,
         data: *mut u8,
         capacity: u64,
         stride: usize,
-        waits: *const WaitLine,
-        waiters: *const AtomicU32,
     ) -> RawRing {
         RawRing {
-            tail,
-            head,
+            control,
             data,
             capacity,
             stride,
-            waits,
-            data_waiters: waiters,
-            // SAFETY: the caller provides two waiter counts.
-            space_waiters: unsafe { waiters.add(1) },
         }
     }
 
     #[inline]
     pub(crate) fn tail(&self) -> &AtomicU64 {
-        // SAFETY: in bounds and 128-byte aligned (checked in `new`); an
-        // atomic may be shared with concurrent writers.
-        unsafe { &*self.tail }
+        &self.producer_line().tail
     }
 
     #[inline]
     pub(crate) fn head(&self) -> &AtomicU64 {
-        // SAFETY: as for `tail`.
-        unsafe { &*self.head }
+        &self.consumer_line().head
     }
 
     #[inline]
@@ -325,8 +337,11 @@ impl RawRing {
     #[inline]
     pub(crate) fn word(&self, pos: u64) -> &AtomicU64 {
         let offset = (pos & (self.capacity - 1) & !7) as usize;
-        // SAFETY: offset + 8 <= capacity (a multiple of 8) bytes of the data
-        // area; the data area is 128-byte aligned, so the word is aligned.
+        // SAFETY: offset + 8 <= capacity bytes of the data area (frame
+        // capacities are powers of two of at least 64, enforced by
+        // `Layout::with_roles`, the only way to build a layout; capacity *
+        // stride <= data area checked in `new`); the data area is 8-aligned
+        // (checked in `new`), so the word is aligned.
         unsafe { &*self.data.add(offset).cast::<AtomicU64>() }
     }
 
@@ -343,24 +358,21 @@ impl RawRing {
     /// Producer line, second word: messages published (frame rings; for
     /// `stat`). Written only by the producer.
     pub(crate) fn produced(&self) -> &AtomicU64 {
-        // SAFETY: the producer line is LINE bytes (checked in `new`); the
-        // second word is in it and 8-aligned.
-        unsafe { &*self.tail.add(1) }
+        &self.producer_line().produced
     }
 
     /// Consumer line, second word: messages consumed. Written only by the
     /// consumer.
     pub(crate) fn consumed(&self) -> &AtomicU64 {
-        // SAFETY: as for `produced`, on the consumer line.
-        unsafe { &*self.head.add(1) }
+        &self.consumer_line().consumed
     }
 
     /// Address of slot `pos % capacity`.
     #[inline]
     pub(crate) fn slot(&self, pos: u64) -> *mut u8 {
         let index = (pos & (self.capacity - 1)) as usize;
-        // SAFETY: index < capacity, and the data area is capacity * stride
-        // bytes (checked in `new`).
+        // SAFETY: index < capacity, and the data area holds capacity *
+        // stride bytes (checked with checked arithmetic in `new`).
         unsafe { self.data.add(index * self.stride) }
     }
 
@@ -1049,38 +1061,30 @@ mod loom_models {
     const N: u64 = 3;
 
     struct Mem {
-        tail: [AtomicU64; 2],
-        head: [AtomicU64; 2],
+        control: SpscControl,
         data: [AtomicU64; CAP as usize],
         producer_detached: AtomicU32,
-        waits: [WaitLine; 2],
-        waiters: [AtomicU32; 2],
     }
 
     impl Mem {
         fn new() -> Mem {
             Mem {
-                tail: [AtomicU64::new(0), AtomicU64::new(0)],
-                head: [AtomicU64::new(0), AtomicU64::new(0)],
+                control: SpscControl::new_for_model(),
                 data: [AtomicU64::new(0), AtomicU64::new(0)],
                 producer_detached: AtomicU32::new(0),
-                waits: std::array::from_fn(|_| crate::wait::tests_support::wait_line()),
-                waiters: std::array::from_fn(|_| AtomicU32::new(0)),
             }
         }
 
         fn ring(&self) -> RawRing {
-            // SAFETY: the arrays live as long as the Arc<Mem> each thread
-            // holds, which outlives the RawRing built here.
+            // SAFETY: the control lines and the array live as long as the
+            // Arc<Mem> each thread holds, which outlives the RawRing built
+            // here; CAP is a power of two.
             unsafe {
                 RawRing::from_parts(
-                    self.tail.as_ptr(),
-                    self.head.as_ptr(),
+                    &self.control,
                     self.data.as_ptr() as *mut u8,
                     CAP,
                     std::mem::size_of::<AtomicU64>(),
-                    self.waits.as_ptr(),
-                    self.waiters.as_ptr(),
                 )
             }
         }
@@ -1157,5 +1161,37 @@ mod loom_models {
             assert_eq!(got, N, "Disconnected before the last message");
             producer.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::SegmentOptions;
+    use crate::segment::TestDir;
+
+    /// A layout whose capacity * stride exceeds the data area cannot be
+    /// written by `create`, nor used by a ring view even if a handle were
+    /// given one (a regression: safe code could set `Layout::capacity`
+    /// and make `push` write past the mapping).
+    #[test]
+    fn a_forged_layout_is_refused() {
+        let dir = TestDir::new("forged");
+        let good = layout::<u64>(8).unwrap();
+        let mut forged = good;
+        forged.capacity = 1 << 20;
+        let opts = SegmentOptions::new().dir(&dir.0);
+        assert!(matches!(
+            opts.create("forged", &forged, type_id::<u64>()),
+            Err(Error::Corrupted { .. })
+        ));
+        let mut seg = opts.create("ok", &good, type_id::<u64>()).unwrap();
+        assert!(RawRing::new(&seg).is_ok());
+        seg.forge_layout_for_test(forged);
+        assert!(matches!(RawRing::new(&seg), Err(Error::Corrupted { .. })));
+        let mut beyond = good;
+        beyond.data_offset = good.total_size;
+        seg.forge_layout_for_test(beyond);
+        assert!(matches!(RawRing::new(&seg), Err(Error::Corrupted { .. })));
     }
 }

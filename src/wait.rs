@@ -22,7 +22,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::layout::WaitLine;
+use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// How a blocking call waits when the ring is empty (or full).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,33 +54,6 @@ impl Default for WaitStrategy {
 /// Longest single sleep: a sleeper wakes at least this often to check
 /// whether its peer is still alive (a killed peer cannot wake it).
 pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// One direction's wait line in the segment. Atomics only. Touched only
-/// when someone sleeps or wakes, never per message.
-#[repr(C, align(128))]
-pub struct WaitLine {
-    /// The futex word: bumped by a publisher that found waiters.
-    pub(crate) seq: AtomicU32,
-    /// Zero; reserved.
-    pub(crate) reserved: AtomicU32,
-    /// `FUTEX_WAKE` calls issued.
-    pub(crate) wakeups: AtomicU64,
-    /// `FUTEX_WAIT` calls made.
-    pub(crate) sleeps: AtomicU64,
-    /// Sleeps that ended with nothing to do.
-    pub(crate) spurious: AtomicU64,
-}
-
-#[cfg(not(loom))]
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<WaitLine>() == crate::header::LINE);
-    assert!(offset_of!(WaitLine, seq) == 0);
-    assert!(offset_of!(WaitLine, reserved) == 4);
-    assert!(offset_of!(WaitLine, wakeups) == 8);
-    assert!(offset_of!(WaitLine, sleeps) == 16);
-    assert!(offset_of!(WaitLine, spurious) == 24);
-};
 
 /// Counters of one wait line, for `stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -374,10 +348,10 @@ pub(crate) mod barrier {
     static SLEEPER_CAN_MEMBARRIER: AtomicBool = AtomicBool::new(false);
     static INIT: Once = Once::new();
 
+    /// The membarrier result, or -1 when the call failed (unsupported:
+    /// the barriers then stay full fences).
     fn membarrier(cmd: libc::c_int) -> libc::c_long {
-        // SAFETY: membarrier takes two integers and touches no memory of
-        // ours.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint) }
+        crate::sys::membarrier(cmd).unwrap_or(-1)
     }
 
     /// Registers this process (once). Called when a ring side attaches.
@@ -452,33 +426,22 @@ pub mod raw {
     }
 }
 
+/// The futex operations the wait logic needs, over [`crate::sys`]. Every
+/// wait outcome (woken, value changed, timed out, interrupted) means the
+/// same here: re-check the condition.
 #[cfg(not(loom))]
 mod futex {
     use std::time::Duration;
 
     use crate::sync::atomic::AtomicU32;
+    use crate::sys;
 
-    /// `FUTEX_WAIT` (shared) on `word` while it equals `expected`, at most
-    /// `timeout` (relative, CLOCK_MONOTONIC). Returns on wake, timeout,
-    /// EINTR or value change; callers re-check in a loop.
+    /// Sleeps while `word == expected`, at most `timeout`. An unexpected
+    /// error (a bad address cannot happen: the word is borrowed) is
+    /// logged; the caller's loop re-checks either way.
     pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // A non-private futex, so it works across processes sharing the map.
-        // SAFETY: `word` is a valid, aligned 32-bit atomic for the call (its
-        // mapping is kept alive by the caller); the timespec is a local.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                &ts as *const libc::timespec,
-                std::ptr::null::<u32>(),
-                0u32,
-            );
+        if let Err(e) = sys::futex_wait(word, expected, timeout) {
+            log::debug!("futex wait failed: {e}");
         }
     }
 
@@ -486,74 +449,31 @@ mod futex {
     /// or `timeout`. `futex_waitv` where the kernel has it; otherwise a
     /// wait of at most 1 ms on the first event (the caller polls the rest).
     pub(super) fn wait_any(events: &[super::Event<'_>], keys: &[u32], timeout: Duration) {
-        #[repr(C)]
-        struct FutexWaitv {
-            val: u64,
-            uaddr: u64,
-            flags: u32,
-            reserved: u32,
-        }
-        const FUTEX2_SIZE_U32: u32 = 0x02;
         for e in events {
             e.line
                 .sleeps
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let list: Vec<FutexWaitv> = events
+        let words: Vec<(&AtomicU32, u32)> = events
             .iter()
             .zip(keys)
-            .map(|(e, &k)| FutexWaitv {
-                val: u64::from(k),
-                uaddr: e.line.seq.as_ptr() as u64,
-                flags: FUTEX2_SIZE_U32,
-                reserved: 0,
-            })
+            .map(|(e, &k)| (&e.line.seq, k))
             .collect();
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes the local timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let total = Duration::new(now.tv_sec as u64, now.tv_nsec as u32) + timeout;
-        let abs = libc::timespec {
-            tv_sec: total.as_secs() as libc::time_t,
-            tv_nsec: total.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `list` holds valid addresses of 32-bit futex words in live
-        // mappings (the caller borrows the rings); the timespec is a local;
-        // futex_waitv only reads them. Shared (no FUTEX2_PRIVATE) futexes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_futex_waitv,
-                list.as_ptr(),
-                list.len() as libc::c_uint,
-                0 as libc::c_uint,
-                &abs as *const libc::timespec,
-                libc::CLOCK_MONOTONIC,
-            )
-        };
-        if rc < 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)
-            && let (Some(e), Some(&k)) = (events.first(), keys.first())
-        {
-            wait(&e.line.seq, k, timeout.min(Duration::from_millis(1)));
+        match sys::futex_waitv(&words, timeout) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                if let Some(&(w, k)) = words.first() {
+                    wait(w, k, timeout.min(Duration::from_millis(1)));
+                }
+            }
+            Err(e) => log::debug!("futex_waitv failed: {e}"),
         }
     }
 
-    /// `FUTEX_WAKE` (shared): wakes every sleeper on `word`.
+    /// Wakes every sleeper on `word`.
     pub(super) fn wake(word: &AtomicU32) {
-        // SAFETY: as for `wait`; FUTEX_WAKE only reads the address as a key.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE,
-                i32::MAX,
-                std::ptr::null::<libc::timespec>(),
-                std::ptr::null::<u32>(),
-                0u32,
-            );
+        if let Err(e) = sys::futex_wake(word) {
+            log::debug!("futex wake failed: {e}");
         }
     }
 }
@@ -589,22 +509,6 @@ mod futex {
 }
 
 #[cfg(all(test, loom))]
-pub(crate) mod tests_support {
-    use super::*;
-
-    /// A zeroed wait line on the heap, for loom models.
-    pub(crate) fn wait_line() -> WaitLine {
-        WaitLine {
-            seq: AtomicU32::new(0),
-            reserved: AtomicU32::new(0),
-            wakeups: AtomicU64::new(0),
-            sleeps: AtomicU64::new(0),
-            spurious: AtomicU64::new(0),
-        }
-    }
-}
-
-#[cfg(all(test, loom))]
 mod loom_models {
     //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models`
     use super::*;
@@ -625,13 +529,7 @@ mod loom_models {
         loom::model(|| {
             let s = Arc::new(Shared {
                 waiters: AtomicU32::new(0),
-                line: WaitLine {
-                    seq: AtomicU32::new(0),
-                    reserved: AtomicU32::new(0),
-                    wakeups: AtomicU64::new(0),
-                    sleeps: AtomicU64::new(0),
-                    spurious: AtomicU64::new(0),
-                },
+                line: WaitLine::new_for_model(),
                 data: AtomicU32::new(0),
             });
             let s2 = s.clone();

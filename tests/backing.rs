@@ -191,7 +191,7 @@ fn hugetlbfs_ring_across_processes_is_backed_by_huge_pages() {
     );
     let seg = Arc::new(opts.create("r", &layout, spsc::type_id::<u64>()).unwrap());
     assert_eq!(seg.descriptor().page_size_kib, 2048);
-    assert_eq!(seg.layout().total_size, 2 << 20);
+    assert_eq!(seg.layout().total_size(), 2 << 20);
     let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
     let count = 100_000u64;
     let child = spawn_self(
@@ -255,7 +255,7 @@ fn require_without_huge_pages_fails_and_prefer_falls_back_and_says_why() {
         .create("req", &layout, spsc::type_id::<u64>());
     if thp_usable {
         let seg = require.unwrap();
-        assert_eq!(seg.layout().total_size, 2 << 20);
+        assert_eq!(seg.layout().total_size(), 2 << 20);
     } else {
         match require {
             Err(e @ Error::HugePagesUnavailable { .. }) => {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use shmring::header::{HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR};
+use shmring::raw::{HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR};
 use shmring::segment::{self, Status};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
@@ -113,8 +113,8 @@ fn file_shorter_than_the_header() {
 fn file_shorter_than_its_recorded_size() {
     let dir = TestDir::new("trunc");
     let layout = make_ring(&dir, "x");
-    assert!(layout.total_size > 8192);
-    let short = layout.total_size - 4096;
+    assert!(layout.total_size() > 8192);
+    let short = layout.total_size() - 4096;
     std::fs::OpenOptions::new()
         .write(true)
         .open(dir.file("x"))
@@ -125,7 +125,7 @@ fn file_shorter_than_its_recorded_size() {
         Err(Error::SizeMismatch {
             recorded, actual, ..
         }) => {
-            assert_eq!((recorded, actual), (layout.total_size, short));
+            assert_eq!((recorded, actual), (layout.total_size(), short));
         }
         other => panic!("expected SizeMismatch, got {other:?}"),
     }

@@ -148,7 +148,7 @@ fn a_waiting_opener_gets_the_ring_once_the_creator_finishes() {
         .open("r")
         .expect("opener should wait out the creator");
     assert_eq!(
-        seg.layout().capacity,
+        seg.layout().capacity(),
         1024 * 64,
         "default: 1024 slots of 64 bytes"
     );

@@ -215,43 +215,43 @@ fn try_push_err<T>(e: TryPushError<T>) -> TryPushError<()> {
 
 /// The words a hostile peer writes to, as (description, offset).
 fn targets(l: &Layout) -> Vec<(String, u64)> {
-    if l.kind == shmring::Kind::Mpmc {
-        let claims = l.control_offset + 5 * 128;
+    if l.kind() == shmring::Kind::Mpmc {
+        let claims = l.control_offset() + 5 * 128;
         let mut t = vec![
-            ("enqueue position".to_string(), l.control_offset),
-            ("dequeue position".to_string(), l.control_offset + 128),
-            ("skipped counter".to_string(), l.control_offset + 4 * 128),
+            ("enqueue position".to_string(), l.control_offset()),
+            ("dequeue position".to_string(), l.control_offset() + 128),
+            ("skipped counter".to_string(), l.control_offset() + 4 * 128),
             ("producer 0 claim".to_string(), claims),
             ("producer 0 claim length".to_string(), claims + 8),
             (
                 "consumer 0 claim".to_string(),
-                claims + u64::from(l.max_producers) * 128,
+                claims + u64::from(l.max_producers()) * 128,
             ),
-            ("producer role record".to_string(), l.roles_offset),
+            ("producer role record".to_string(), l.roles_offset()),
             ("header capacity".to_string(), 32),
         ];
         t.extend(wait_targets(l));
-        for i in [0, 1, l.capacity / 2, l.capacity - 1] {
-            let slot = l.data_offset + i * l.slot_stride;
+        for i in [0, 1, l.capacity() / 2, l.capacity() - 1] {
+            let slot = l.data_offset() + i * l.slot_stride();
             t.push((format!("slot {i} sequence"), slot));
             t.push((format!("slot {i} message"), slot + 8));
         }
         return t;
     }
     let mut t = vec![
-        ("tail".to_string(), l.control_offset),
-        ("frames produced".to_string(), l.control_offset + 8),
-        ("head".to_string(), l.control_offset + 128),
-        ("frames consumed".to_string(), l.control_offset + 136),
-        ("producer role record".to_string(), l.roles_offset),
-        ("consumer role record".to_string(), l.roles_offset + 64),
+        ("tail".to_string(), l.control_offset()),
+        ("frames produced".to_string(), l.control_offset() + 8),
+        ("head".to_string(), l.control_offset() + 128),
+        ("frames consumed".to_string(), l.control_offset() + 136),
+        ("producer role record".to_string(), l.roles_offset()),
+        ("consumer role record".to_string(), l.roles_offset() + 64),
         ("header magic".to_string(), 0),
         ("header capacity".to_string(), 32),
         ("header live state".to_string(), 256),
     ];
     t.extend(wait_targets(l));
     for i in 0..4 {
-        let off = l.data_offset + (l.data_size / 4) * i;
+        let off = l.data_offset() + (l.data_size() / 4) * i;
         t.push((format!("data word {i}"), off & !7));
     }
     t
@@ -261,7 +261,7 @@ fn targets(l: &Layout) -> Vec<(String, u64)> {
 /// counts on the two index lines, and the two wait lines (futex word and
 /// counters).
 fn wait_targets(l: &Layout) -> Vec<(String, u64)> {
-    let c = l.control_offset;
+    let c = l.control_offset();
     vec![
         ("data waiter count".to_string(), c + 16),
         ("space waiter count".to_string(), c + 128 + 16),

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmring::header::{Descriptor, validate};
+use shmring::raw::{Descriptor, validate};
 
 fuzz_target!(|data: &[u8]| {
     let mut raw = [0u8; std::mem::size_of::<Descriptor>()];
@@ -24,14 +24,14 @@ fuzz_target!(|data: &[u8]| {
     ] {
         if let Ok(layout) = validate(&desc, std::path::Path::new("fuzz"), size) {
             assert!(
-                layout.total_size <= size,
+                layout.total_size() <= size,
                 "accepted a layout larger than the file"
             );
             assert!(
                 layout
-                    .data_offset
-                    .checked_add(layout.data_size)
-                    .is_some_and(|e| e <= layout.total_size)
+                    .data_offset()
+                    .checked_add(layout.data_size())
+                    .is_some_and(|e| e <= layout.total_size())
             );
         }
     }

@@ -52,7 +52,7 @@ enum Tx {
 
 impl Tx {
     fn attach(seg: &Arc<Segment>) -> Result<Tx, Error> {
-        Ok(match seg.layout().kind {
+        Ok(match seg.layout().kind() {
             Kind::Mpmc => Tx::Mpmc(BytesProducer::attach(seg.clone())?),
             _ => Tx::Frames(FrameProducer::attach(seg.clone())?),
         })
@@ -95,7 +95,7 @@ enum Rx {
 
 impl Rx {
     fn attach(seg: &Arc<Segment>) -> Result<Rx, Error> {
-        Ok(match seg.layout().kind {
+        Ok(match seg.layout().kind() {
             Kind::Mpmc => Rx::Mpmc(BytesConsumer::attach(seg.clone())?),
             _ => Rx::Frames(FrameConsumer::attach(seg.clone())?),
         })
@@ -174,7 +174,7 @@ pub(super) fn send(
                 ));
             }
             Err(ReserveError::Full | ReserveError::Disconnected) => return Err(disconnected(&seg)),
-            Err(ReserveError::TooLarge { len, max }) if seg.layout().kind == Kind::Mpmc => {
+            Err(ReserveError::TooLarge { len, max }) if seg.layout().kind() == Kind::Mpmc => {
                 return Err(Error::InvalidConfig {
                     what: format!(
                         "a {len}-byte line does not fit this ring's slots (at most {max} bytes each); create it with a larger --slot-size"

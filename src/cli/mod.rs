@@ -73,10 +73,10 @@ struct Shape {
     #[arg(long, default_value_t = 64)]
     slot_size: u32,
     /// MPMC rings: producer roles (processes that may send at once).
-    #[arg(long, default_value_t = shmring::header::DEFAULT_MPMC_ROLES)]
+    #[arg(long, default_value_t = shmring::raw::DEFAULT_MPMC_ROLES)]
     producers: u32,
     /// MPMC rings: consumer roles.
-    #[arg(long, default_value_t = shmring::header::DEFAULT_MPMC_ROLES)]
+    #[arg(long, default_value_t = shmring::raw::DEFAULT_MPMC_ROLES)]
     consumers: u32,
     /// Huge pages for a ring this creates (in a tmpfs: transparent huge
     /// pages; use --dir on a hugetlbfs mount for reserved ones).
@@ -339,9 +339,9 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 println!(
                     "created {} ({} ring, capacity {}, {} bytes)",
                     info.path.display(),
-                    layout.kind,
-                    layout.capacity,
-                    layout.total_size
+                    layout.kind(),
+                    layout.capacity(),
+                    layout.total_size()
                 );
             }
             Ok(())

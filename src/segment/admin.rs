@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{HeaderRead, read_header, sys};
 use crate::error::{Error, Result};
-use crate::header::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY};
+use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY};
 
 /// What an object in the directory is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -215,23 +215,25 @@ fn read_u32(file: &File, offset: u64) -> Option<u32> {
 /// Occupancy from the ring's control lines: (messages, bytes). `None` when
 /// the indices are inconsistent (corrupt) or unreadable.
 fn occupancy(file: &File, layout: &Layout) -> Option<(u64, Option<u64>)> {
-    let producer = layout.control_offset;
-    let consumer = layout.control_offset + LINE as u64;
-    let tail = read_u64(file, producer)?;
-    let head = read_u64(file, consumer)?;
+    // The producer/enqueue and consumer/dequeue lines (`SpscControl`,
+    // `MpmcControl`): offsets asserted against the structs in `layout`.
+    let producer = layout.control_offset + (layout::PRODUCER_LINE * LINE) as u64;
+    let consumer = layout.control_offset + (layout::CONSUMER_LINE * LINE) as u64;
+    let tail = read_u64(file, producer + layout::INDEX_WORD as u64)?;
+    let head = read_u64(file, consumer + layout::INDEX_WORD as u64)?;
     let used = tail.wrapping_sub(head);
     let limit = match layout.kind {
-        header::Kind::Spsc | header::Kind::Mpmc => layout.capacity,
-        header::Kind::Frames => layout.data_size,
+        layout::Kind::Spsc | layout::Kind::Mpmc => layout.capacity,
+        layout::Kind::Frames => layout.data_size,
     };
     if used > limit {
         return None;
     }
     match layout.kind {
-        header::Kind::Spsc | header::Kind::Mpmc => Some((used, None)),
-        header::Kind::Frames => {
-            let produced = read_u64(file, producer + 8)?;
-            let consumed = read_u64(file, consumer + 8)?;
+        layout::Kind::Spsc | layout::Kind::Mpmc => Some((used, None)),
+        layout::Kind::Frames => {
+            let produced = read_u64(file, producer + layout::COUNT_WORD as u64)?;
+            let consumed = read_u64(file, consumer + layout::COUNT_WORD as u64)?;
             let msgs = produced.wrapping_sub(consumed);
             (msgs <= layout.data_size / 8).then_some((msgs, Some(used)))
         }
@@ -284,19 +286,19 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     info.creator_pid = Some(desc.creator_pid);
     info.created_unix_ns = Some(desc.created_unix_ns);
     info.huge_pages = Some(
-        match desc.backing & header::BACKING_HUGE_MASK {
-            header::BACKING_HUGE_PREFER => "prefer",
-            header::BACKING_HUGE_REQUIRE => "require",
+        match desc.backing & layout::BACKING_HUGE_MASK {
+            layout::BACKING_HUGE_PREFER => "prefer",
+            layout::BACKING_HUGE_REQUIRE => "require",
             _ => "off",
         }
         .to_string(),
     );
-    info.huge_active = Some(desc.backing & header::BACKING_HUGE_ACTIVE != 0);
+    info.huge_active = Some(desc.backing & layout::BACKING_HUGE_ACTIVE != 0);
     info.huge_fallback =
-        header::HugeFallback::from_backing(desc.backing).map(|f| f.describe().to_string());
+        layout::HugeFallback::from_backing(desc.backing).map(|f| f.describe().to_string());
     info.page_size_kib = Some(desc.page_size_kib);
-    info.populate = Some(desc.backing & header::BACKING_POPULATE != 0);
-    info.lock_memory = Some(desc.backing & header::BACKING_LOCK != 0);
+    info.populate = Some(desc.backing & layout::BACKING_POPULATE != 0);
+    info.lock_memory = Some(desc.backing & layout::BACKING_LOCK != 0);
     info.mappings = info
         .attached_pids
         .iter()
@@ -311,7 +313,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         };
         return Ok(info);
     }
-    let layout = match header::validate(&desc, &path, meta.len()) {
+    let layout = match layout::validate(&desc, &path, meta.len()) {
         Ok(l) => l,
         Err(e) => {
             info.state = Status::Corrupt;
@@ -321,13 +323,13 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     };
     info.kind = Some(layout.kind.name().to_string());
     info.capacity = Some(layout.capacity);
-    if layout.kind != header::Kind::Frames {
+    if layout.kind != layout::Kind::Frames {
         info.slot_size = Some(layout.slot_size);
     }
-    if layout.kind == header::Kind::Mpmc {
-        let stats = layout.control_offset + (header::MPMC_STATS_LINE * LINE) as u64;
-        info.skipped = read_u64(&file, stats);
-        info.redelivered = read_u64(&file, stats + 8);
+    if layout.kind == layout::Kind::Mpmc {
+        let stats = layout.control_offset + (layout::MPMC_STATS_LINE * LINE) as u64;
+        info.skipped = read_u64(&file, stats + layout::STATS_SKIPPED_WORD as u64);
+        info.redelivered = read_u64(&file, stats + layout::STATS_REDELIVERED_WORD as u64);
     }
     match occupancy(&file, &layout) {
         Some((msgs, bytes)) => {
@@ -341,14 +343,17 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         }
     }
     let wait_line = |n: u64| {
-        let base = layout.control_offset + (2 + n) * LINE as u64;
-        // Waiter counts live on the index lines (third word).
-        let waiters_at = layout.control_offset + n * LINE as u64 + 16;
+        let line = |i: usize| layout.control_offset + (i * LINE) as u64;
+        let base = line(layout::WAIT_LINES) + n * LINE as u64;
+        // Waiter counts live on the index lines (data: producer line,
+        // space: consumer line).
+        let index_line = [layout::PRODUCER_LINE, layout::CONSUMER_LINE][n as usize];
+        let waiters_at = line(index_line) + layout::WAITERS_WORD as u64;
         Some(crate::wait::WaitCounters {
             waiters: read_u32(&file, waiters_at)?,
-            wakeups: read_u64(&file, base + 8)?,
-            sleeps: read_u64(&file, base + 16)?,
-            spurious: read_u64(&file, base + 24)?,
+            wakeups: read_u64(&file, base + layout::WAIT_WAKEUPS_WORD as u64)?,
+            sleeps: read_u64(&file, base + layout::WAIT_SLEEPS_WORD as u64)?,
+            spurious: read_u64(&file, base + layout::WAIT_SPURIOUS_WORD as u64)?,
         })
     };
     info.wait_data = wait_line(0);
@@ -363,7 +368,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         let alive = locks.iter().any(|l| !l.is_flock && l.start == lock_at);
         let pid = read_u32(&file, layout.role_record_offset(index)).unwrap_or(0);
         // Many-role rings list only the roles that were ever held.
-        if layout.kind == header::Kind::Mpmc && pid == 0 && !alive {
+        if layout.kind == layout::Kind::Mpmc && pid == 0 && !alive {
             continue;
         }
         info.roles.push(RoleInfo {
@@ -418,14 +423,14 @@ fn unlink_if_same(path: &Path, file: &File, mark: bool) -> Result<bool> {
         Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {}
         _ => return Ok(false),
     }
-    if mark && meta.len() >= header::HEADER_SIZE as u64 {
+    if mark && meta.len() >= layout::HEADER_SIZE as u64 {
         // Best effort: a read-write open may be refused by the mode.
         if let Ok(rw) = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
         {
-            let _ = rw.write_all_at(&1u32.to_le_bytes(), header::LIVE_OFFSET as u64 + 4);
+            let _ = rw.write_all_at(&1u32.to_le_bytes(), layout::LIVE_OFFSET as u64 + 4);
         }
     }
     std::fs::remove_file(path).map_err(|e| match e.raw_os_error() {
@@ -456,7 +461,7 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
             }
             HeaderRead::Header(desc, state) => {
                 if state == STATE_READY {
-                    header::validate(&desc, &path, meta.len())?;
+                    layout::validate(&desc, &path, meta.len())?;
                 }
             }
         }

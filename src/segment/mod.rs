@@ -34,7 +34,6 @@
 //! past the end of the file (which would be SIGBUS).
 
 mod admin;
-mod sys;
 
 pub use admin::{Inspection, RoleInfo, Status, gc, inspect, list, remove};
 
@@ -49,19 +48,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{
+use crate::layout::{
     self, DESCRIPTOR_SIZE, Descriptor, FLAG_PERSISTENT, HEADER_SIZE, LIVE_OFFSET, Layout, Live,
     MAGIC, RoleRecord, STATE_READY,
 };
+use crate::sys;
 
 /// The default directory: the POSIX shared-memory file system.
 pub const DEFAULT_DIR: &str = "/dev/shm";
 /// How long `open` waits for a creator to finish, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Environment variable read by `create` only: pause this many milliseconds
-/// after the descriptor is written and before the ring is published, so
-/// tests can kill a creator mid-initialization. Not for production use.
+/// Environment variable read by `create` only, and only when the crate is
+/// built with the `test-hooks` feature (off by default; the crate's own
+/// tests turn it on): pause this many milliseconds after the descriptor is
+/// written and before the ring is published, so tests can kill a creator
+/// mid-initialization. Not for production use.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub const TEST_PAUSE_ENV: &str = "SHMRING_TEST_PAUSE_IN_INIT_MS";
 
@@ -108,9 +111,9 @@ pub enum HugePages {
 impl HugePages {
     fn bits(self) -> u32 {
         match self {
-            HugePages::Off => header::BACKING_HUGE_OFF,
-            HugePages::Prefer => header::BACKING_HUGE_PREFER,
-            HugePages::Require => header::BACKING_HUGE_REQUIRE,
+            HugePages::Off => layout::BACKING_HUGE_OFF,
+            HugePages::Prefer => layout::BACKING_HUGE_PREFER,
+            HugePages::Require => layout::BACKING_HUGE_REQUIRE,
         }
     }
 }
@@ -203,10 +206,10 @@ impl SegmentOptions {
     fn attach_bits(&self) -> u32 {
         let mut bits = 0;
         if self.populate {
-            bits |= header::BACKING_POPULATE;
+            bits |= layout::BACKING_POPULATE;
         }
         if self.lock_memory {
-            bits |= header::BACKING_LOCK;
+            bits |= layout::BACKING_LOCK;
         }
         bits
     }
@@ -240,15 +243,15 @@ impl SegmentOptions {
                     self.dir.display()
                 )));
             }
-            return Ok((bits | header::BACKING_HUGE_ACTIVE, page, total));
+            return Ok((bits | layout::BACKING_HUGE_ACTIVE, page, total));
         }
         if self.huge_pages == HugePages::Off {
-            return Ok((bits, header::PAGE as u64, layout.total_size));
+            return Ok((bits, layout::PAGE as u64, layout.total_size));
         }
         let (setting, usable) = sys::shmem_thp();
         if usable {
             return Ok((
-                bits | header::BACKING_HUGE_ACTIVE,
+                bits | layout::BACKING_HUGE_ACTIVE,
                 THP_SIZE,
                 round(THP_SIZE)?,
             ));
@@ -262,10 +265,10 @@ impl SegmentOptions {
                     .unwrap_or_default()
             )));
         }
-        let fallback = header::HugeFallback::ShmemThpDisabled;
+        let fallback = layout::HugeFallback::ShmemThpDisabled;
         log::warn!("{}: {}", path.display(), fallback.describe());
         bits |= fallback.code() << 8;
-        Ok((bits, header::PAGE as u64, layout.total_size))
+        Ok((bits, layout::PAGE as u64, layout.total_size))
     }
 
     /// Creates an anonymous ring in a sealed memfd (`memfd_create`): it has
@@ -278,14 +281,14 @@ impl SegmentOptions {
     /// pool).
     pub fn create_anonymous(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
         let path = PathBuf::from(format!("memfd:shmring:{name}"));
-        let mut bits = self.huge_pages.bits() | self.attach_bits() | header::BACKING_MEMFD;
-        let mut page = header::PAGE as u64;
+        let mut bits = self.huge_pages.bits() | self.attach_bits() | layout::BACKING_MEMFD;
+        let mut page = layout::PAGE as u64;
         if self.huge_pages != HugePages::Off {
             let need = layout.total_size.div_ceil(THP_SIZE);
             let free = sys::huge_pages_free(THP_SIZE).unwrap_or(0);
             if free >= need {
                 page = THP_SIZE;
-                bits |= header::BACKING_HUGE_ACTIVE;
+                bits |= layout::BACKING_HUGE_ACTIVE;
             } else if self.huge_pages == HugePages::Require {
                 return Err(Error::HugePagesUnavailable {
                     path,
@@ -294,7 +297,7 @@ impl SegmentOptions {
                     ),
                 });
             } else {
-                let fallback = header::HugeFallback::NoFreePages;
+                let fallback = layout::HugeFallback::NoFreePages;
                 log::warn!("{}: {}", path.display(), fallback.describe());
                 bits |= fallback.code() << 8;
             }
@@ -303,7 +306,7 @@ impl SegmentOptions {
             total_size: layout.total_size.next_multiple_of(page),
             ..*layout
         };
-        let file = sys::memfd_create(&format!("shmring:{name}"), page != header::PAGE as u64)
+        let file = sys::memfd_create(&format!("shmring:{name}"), page != layout::PAGE as u64)
             .map_err(|e| Error::io(&path, "memfd_create", e))?;
         sys::fallocate(&file, layout.total_size).map_err(|e| Error::io(&path, "fallocate", e))?;
         let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
@@ -312,12 +315,15 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let pid = std::process::id();
-        let mut desc = header::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
+        let mut desc = layout::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
         desc.backing = bits;
         desc.page_size_kib = (page / 1024) as u32;
+        // The descriptor we are about to write gets exactly the check an
+        // opener makes, and the mapping is built from what it accepts.
+        let layout = layout::validate(&desc, &path, layout.total_size)?;
         let seg = Segment::map(name, &path, file, desc, layout, &meta, 0)?;
         seg.write_descriptor();
-        if layout.kind == header::Kind::Mpmc {
+        if layout.kind == layout::Kind::Mpmc {
             crate::mpmc::initialize(&seg)?;
         }
         seg.live()
@@ -373,8 +379,8 @@ impl SegmentOptions {
                 "received a ring that is not initialized",
             ));
         }
-        let layout = header::validate(&desc, &path, meta.len())?;
-        if desc.backing & header::BACKING_MEMFD == 0 {
+        let layout = layout::validate(&desc, &path, meta.len())?;
+        if desc.backing & layout::BACKING_MEMFD == 0 {
             return Err(Error::corrupted(
                 &path,
                 "received a ring that is not marked anonymous",
@@ -546,16 +552,20 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let flags = if self.persistent { FLAG_PERSISTENT } else { 0 };
-        let mut desc = header::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
+        let mut desc = layout::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
         desc.backing = backing;
         desc.page_size_kib = (page / 1024) as u32;
+        // The descriptor we are about to write gets exactly the check an
+        // opener makes (a failure here removes the object: `guard`), and the
+        // mapping is built from what it accepts.
+        let layout = &layout::validate(&desc, path, layout.total_size)?;
         let seg = Segment::map(name, path, file, desc, *layout, &meta, 0)?;
         // Through the mapping, not pwrite: hugetlbfs has no write().
         seg.write_descriptor();
         test_pause();
         // Every ring starts zeroed (fallocate), which is the empty state of
         // SPSC and frame rings; MPMC slots need their sequence numbers.
-        if layout.kind == header::Kind::Mpmc {
+        if layout.kind == layout::Kind::Mpmc {
             crate::mpmc::initialize(&seg)?;
         }
         // Publish: the release store orders every byte written above
@@ -658,7 +668,7 @@ impl SegmentOptions {
                 desc.creator_pid
             )));
         }
-        let layout = header::validate(&desc, path, meta.len())?;
+        let layout = layout::validate(&desc, path, meta.len())?;
         let seg = Segment::map(name, path, file, desc, layout, &meta, self.attach_bits())?;
         // Acquire pairs with the creator's release store of READY: every ring
         // word it initialized is visible from here on.
@@ -669,7 +679,8 @@ impl SegmentOptions {
     }
 }
 
-/// Pauses creation for tests (see [`TEST_PAUSE_ENV`]).
+/// Pauses creation for tests (see `TEST_PAUSE_ENV`, feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 fn test_pause() {
     if let Some(ms) = std::env::var_os(TEST_PAUSE_ENV)
         .and_then(|v| v.to_str().and_then(|s| s.parse::<u64>().ok()))
@@ -678,6 +689,11 @@ fn test_pause() {
         std::thread::sleep(Duration::from_millis(ms));
     }
 }
+
+/// Without the `test-hooks` feature, creation never pauses and reads no
+/// environment variable.
+#[cfg(not(feature = "test-hooks"))]
+fn test_pause() {}
 
 /// Removes a half-made object if creation fails before READY.
 struct CreateGuard<'a> {
@@ -930,18 +946,18 @@ impl Segment {
         // this mapping can fall past the end of the file.
         let mut options = MmapOptions::new();
         options.len(len);
-        if bits & header::BACKING_POPULATE != 0 {
+        if bits & layout::BACKING_POPULATE != 0 {
             options.populate();
         }
         let map = options
             .map_raw(&file)
             .map_err(|e| Error::io(path, "mmap", e))?;
-        if bits & header::BACKING_HUGE_ACTIVE != 0 {
+        if bits & layout::BACKING_HUGE_ACTIVE != 0 {
             // Transparent huge pages on shmem need the advice; hugetlbfs
             // mappings are huge anyway (and may refuse it): best effort.
             let _ = sys::advise_huge(map.as_mut_ptr(), len);
         }
-        if bits & header::BACKING_LOCK != 0 {
+        if bits & layout::BACKING_LOCK != 0 {
             sys::mlock(map.as_ptr(), len).map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN) => Error::MemoryLockLimit {
                     path: path.to_path_buf(),
@@ -961,7 +977,7 @@ impl Segment {
             dev: meta.dev(),
             ino: meta.ino(),
             held_roles: Mutex::new(Vec::new()),
-            anonymous: desc.backing & header::BACKING_MEMFD != 0,
+            anonymous: desc.backing & layout::BACKING_MEMFD != 0,
         })
     }
 
@@ -975,6 +991,14 @@ impl Segment {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr(), bytes.len())
         };
+    }
+
+    /// Replaces the layout this handle computes addresses from, bypassing
+    /// every check: only for tests that show the ring views refuse a
+    /// forged layout.
+    #[cfg(test)]
+    pub(crate) fn forge_layout_for_test(&mut self, layout: Layout) {
+        self.layout = layout;
     }
 
     /// What `/proc/self/smaps` says about this process's mapping of the

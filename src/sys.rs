@@ -1,11 +1,16 @@
-//! The narrow set of OS calls the segment layer makes (besides what `std`
-//! and memmap2 wrap): `flock`, OFD byte-range locks, `fallocate`, `statvfs`.
-//! Everything returns `io::Result` so the caller can attach the object's path.
+//! Every system call the crate makes (besides what `std` and memmap2
+//! wrap): `flock`, OFD byte-range locks, `fallocate`, `statvfs`, `/proc`
+//! reads, `madvise`, `mlock`, memfd and fd passing, and for the wait layer
+//! `futex` (wait/wake), `futex_waitv` and `membarrier`. Return codes are
+//! checked; everything returns `io::Result` (or a typed outcome) so the
+//! caller can attach the object's path. Only this module calls `libc`'s
+//! system-call wrappers.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::Duration;
 
 use nix::fcntl::{FallocateFlags, FcntlArg, fallocate as nix_fallocate, fcntl};
 
@@ -445,4 +450,148 @@ pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<File>
         ));
     }
     Ok(files.remove(0))
+}
+
+// ---------------------------------------------------------------------------
+// futex, futex_waitv, membarrier (the wait layer's system calls)
+// ---------------------------------------------------------------------------
+
+/// How a futex wait ended. Every outcome is normal: the caller re-checks
+/// its condition in a loop whatever happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutexWait {
+    /// Woken by `FUTEX_WAKE` (or spuriously: the kernel does not say).
+    Woken,
+    /// `EAGAIN`: the word no longer held the expected value when the
+    /// kernel checked it, so there was nothing to wait for.
+    Changed,
+    /// `ETIMEDOUT`: the timeout ran out.
+    TimedOut,
+    /// `EINTR`: a signal interrupted the wait.
+    Interrupted,
+}
+
+fn relative_timespec(timeout: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Maps a futex wait's return code: `EAGAIN`, `ETIMEDOUT` and `EINTR` are
+/// outcomes, any other error (`EFAULT`, `EINVAL`, `ENOSYS`, ...) an error.
+fn futex_wait_outcome(rc: libc::c_long) -> io::Result<FutexWait> {
+    if rc >= 0 {
+        return Ok(FutexWait::Woken);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(FutexWait::Changed),
+        Some(libc::ETIMEDOUT) => Ok(FutexWait::TimedOut),
+        Some(libc::EINTR) => Ok(FutexWait::Interrupted),
+        _ => Err(e),
+    }
+}
+
+/// `FUTEX_WAIT` (shared, not private: the sleepers are in other processes)
+/// on `word` while it equals `expected`, at most `timeout` (relative,
+/// CLOCK_MONOTONIC).
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Duration,
+) -> io::Result<FutexWait> {
+    let ts = relative_timespec(timeout);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of
+    // the call (borrowed; its mapping is kept alive by the caller); the
+    // timespec is a local the kernel only reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    futex_wait_outcome(rc)
+}
+
+/// `FUTEX_WAKE` (shared): wakes every sleeper on `word`; returns how many
+/// were woken.
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32) -> io::Result<usize> {
+    // SAFETY: as for `futex_wait`; FUTEX_WAKE only uses the address as a
+    // key.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// `futex_waitv` (Linux 5.16+) over shared 32-bit futex words, each with
+/// the value to wait while it holds, at most `timeout`. `Err` with
+/// `ENOSYS` on older kernels (the caller falls back).
+pub(crate) fn futex_waitv(
+    words: &[(&std::sync::atomic::AtomicU32, u32)],
+    timeout: Duration,
+) -> io::Result<FutexWait> {
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    let list: Vec<FutexWaitv> = words
+        .iter()
+        .map(|&(w, k)| FutexWaitv {
+            val: u64::from(k),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let now =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_err(io::Error::from)?;
+    let total = Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32) + timeout;
+    let abs = relative_timespec(total);
+    // SAFETY: `list` holds the addresses of 32-bit futex words borrowed for
+    // the call (live mappings); the timespec is a local; futex_waitv only
+    // reads them. Shared (no FUTEX2_PRIVATE) futexes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            list.as_ptr(),
+            list.len() as libc::c_uint,
+            0 as libc::c_uint,
+            &abs as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    futex_wait_outcome(rc)
+}
+
+/// `membarrier(cmd, 0)`; returns the call's non-negative result.
+pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
 }
