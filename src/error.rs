@@ -1,8 +1,10 @@
 //! The one error type for setting up, attaching to and administering rings.
 //!
-//! Queue operations have their own small errors (see [`crate::spsc`]) that give
-//! the unsent value back; this type is for everything around them. Every
-//! message names the object (its full path) and says what to do about it.
+//! Queue operations have their own small errors (`TryPushError`, `PopError`,
+//! ...) that give the unsent value back and cost nothing to build on a hot
+//! path; each converts into this type with `?` (the value is dropped). Every
+//! message names the object (its full path, where one is known) and says
+//! what to do about it.
 
 use std::io;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// No object of that name exists in the directory.
     #[error(
-        "{path}: no such ring; create it first (`shmring create`, `Segment::create`) or check the name and directory"
+        "{path}: no such ring; create it first (`shmring create`, or `create`/`open_or_create` on a ring handle), wait for its creator (`.wait_for(..)` on the handle's builder), or check the name and directory"
     )]
     NotFound {
         /// Full path of the object that was looked for.
@@ -127,7 +129,7 @@ pub enum Error {
     /// A value read from shared memory is out of range: a buggy or hostile
     /// peer wrote it, or the object is damaged.
     #[error(
-        "{path}: corrupted shared state: {what}; a peer process wrote an invalid value: stop all users and recreate the ring"
+        "{}corrupted shared state: {what}; a peer process wrote an invalid value: stop all users, then remove the ring (`shmring rm --force`) and recreate it", at(path)
     )]
     Corrupted {
         /// Full path of the object.
@@ -137,14 +139,14 @@ pub enum Error {
     },
 
     /// The peer is gone and nothing more will arrive (or be taken).
-    #[error("{path}: disconnected: the other side has detached or died")]
+    #[error("{}disconnected: the other side has detached or died", at(path))]
     Disconnected {
         /// Full path of the object.
         path: PathBuf,
     },
 
     /// A bounded wait ran out.
-    #[error("{path}: timed out after {waited:?} while {what}")]
+    #[error("{}timed out{} while {what}", at(path), after(waited))]
     Timeout {
         /// Full path of the object.
         path: PathBuf,
@@ -162,6 +164,16 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+
+    /// A non-blocking push found the ring full (a `TryPushError::Full`
+    /// turned into an `Error` by `?`).
+    #[error("the ring is full; try again later, or push with a timeout")]
+    Full,
+
+    /// A non-blocking pop found the ring empty (a `TryPopError::Empty`
+    /// turned into an `Error` by `?`).
+    #[error("the ring is empty; try again later, or pop with a timeout")]
+    Empty,
 
     /// A creation parameter is out of range.
     #[error("invalid configuration: {what}")]
@@ -218,6 +230,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// `"{path}: "`, or nothing for errors converted from queue operations,
+/// which carry no path.
+fn at(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", path.display())
+    }
+}
+
+/// `" after {waited:?}"`, or nothing when the wait's length is not known
+/// (a converted queue error).
+fn after(waited: &Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(" after {waited:?}")
+    }
 }
 
 fn describe_pids(pids: &[i32]) -> String {

@@ -43,8 +43,13 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\x01");
 pub const VERSION_MAJOR: u16 = 1;
 /// Layout minor version: additions that older readers refuse cleanly or may
 /// ignore; readers accept any minor. 1.1 added [`Kind::Mpmc`] (a 1.0 reader
-/// refuses it as an unknown kind).
-pub const VERSION_MINOR: u16 = 1;
+/// refuses it as an unknown kind). 1.2 records the message type's name
+/// ([`Descriptor::type_name`], in space that was reserved and zero, so a
+/// 1.1 reader ignores it and a ring written by 1.1 has no name).
+pub const VERSION_MINOR: u16 = 2;
+
+/// Bytes of [`Descriptor::type_name`].
+pub const TYPE_NAME_LEN: usize = 64;
 
 /// Bytes reserved for the header (descriptor + live line + spare).
 pub const HEADER_SIZE: usize = 512;
@@ -186,6 +191,15 @@ impl Kind {
         }
     }
 
+    /// What [`Layout::capacity`] counts: "slots", or "bytes" for frame
+    /// rings.
+    pub const fn capacity_unit(self) -> &'static str {
+        match self {
+            Kind::Frames => "bytes",
+            Kind::Spsc | Kind::Mpmc => "slots",
+        }
+    }
+
     /// Bytes of per-kind control lines (indices, wait words, claims) before
     /// the data, for a ring with `roles` roles.
     const fn control_size(self, roles: u32) -> usize {
@@ -262,8 +276,34 @@ pub struct Descriptor {
     /// Size in KiB of the pages backing the object (4 for normal pages,
     /// 2048 for 2 MiB huge pages); the object's size is a multiple of it.
     pub page_size_kib: u32,
+    /// The message type's name (`Message::NAME`, printable ASCII), padded
+    /// with zero bytes; all zero for byte rings and rings written before
+    /// layout 1.2. Informative: [`type_id`](Self::type_id) already covers
+    /// the name, and readers never rely on it.
+    pub type_name: [u8; TYPE_NAME_LEN],
     /// Zero; room for minor-version additions.
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 8],
+}
+
+impl Descriptor {
+    /// The recorded message type name, if any, with anything but printable
+    /// ASCII shown as `?` (a peer may have written anything there).
+    pub fn type_name(&self) -> Option<String> {
+        let len = self
+            .type_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(TYPE_NAME_LEN);
+        if len == 0 {
+            return None;
+        }
+        Some(
+            self.type_name[..len]
+                .iter()
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+                .collect(),
+        )
+    }
 }
 
 const _: () = {
@@ -292,7 +332,8 @@ const _: () = {
     assert!(offset_of!(Descriptor, generation) == 112);
     assert!(offset_of!(Descriptor, backing) == 120);
     assert!(offset_of!(Descriptor, page_size_kib) == 124);
-    assert!(offset_of!(Descriptor, reserved) == 128);
+    assert!(offset_of!(Descriptor, type_name) == 128);
+    assert!(offset_of!(Descriptor, reserved) == 192);
 };
 
 /// The live line of the header: atomics only.
@@ -860,6 +901,7 @@ pub const fn mpmc_payload_offset(slot_align: u32) -> u64 {
 pub(crate) fn descriptor_for(
     layout: &Layout,
     type_id: u64,
+    type_name: &str,
     flags: u32,
     mode: u32,
     pid: u32,
@@ -889,7 +931,14 @@ pub(crate) fn descriptor_for(
         generation: now_ns ^ (u64::from(pid) << 40),
         backing: 0,
         page_size_kib: (PAGE / 1024) as u32,
-        reserved: [0; 16],
+        type_name: {
+            let mut bytes = [0; TYPE_NAME_LEN];
+            let name = type_name.as_bytes();
+            let n = name.len().min(TYPE_NAME_LEN);
+            bytes[..n].copy_from_slice(&name[..n]);
+            bytes
+        },
+        reserved: [0; 8],
     }
 }
 
@@ -995,29 +1044,13 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
     Ok(layout)
 }
 
-/// A stable 64-bit id for a message type, derived from its name, size and
-/// alignment (FNV-1a). Used when the caller does not supply one.
-pub fn derive_type_id<T>() -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(std::any::type_name::<T>().as_bytes());
-    eat(&(std::mem::size_of::<T>() as u64).to_le_bytes());
-    eat(&(std::mem::align_of::<T>() as u64).to_le_bytes());
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn good() -> (Layout, Descriptor) {
         let layout = Layout::new(Kind::Spsc, 64, 8, 8).unwrap();
-        let desc = descriptor_for(&layout, 7, 0, 0o600, 1, 2);
+        let desc = descriptor_for(&layout, 7, "t/v1", 0, 0o600, 1, 2);
         (layout, desc)
     }
 
@@ -1120,7 +1153,7 @@ mod tests {
         let l = Layout::with_roles(Kind::Mpmc, 8, 8, 64, 1, 1).unwrap();
         assert_eq!(mpmc_payload_offset(64), 64);
         assert_eq!(l.slot_stride, 128);
-        let desc = descriptor_for(&l, 1, 0, 0o600, 1, 2);
+        let desc = descriptor_for(&l, 1, "", 0, 0o600, 1, 2);
         assert_eq!(validate(&desc, Path::new("x"), l.total_size).unwrap(), l);
     }
 }

@@ -33,7 +33,7 @@ pub mod frames;
 mod layout;
 pub mod message;
 pub mod mpmc;
-mod role;
+pub mod ring;
 pub mod segment;
 pub mod spsc;
 mod sync;

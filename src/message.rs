@@ -388,6 +388,23 @@ pub struct TypeIdentity {
 }
 
 impl TypeIdentity {
+    /// The same identity with another alignment (byte slots of MPMC rings
+    /// made by tools).
+    pub(crate) const fn with_align(self, align: u32) -> Self {
+        TypeIdentity { align, ..self }
+    }
+
+    /// Untyped bytes in slots of `slot_size` (frame rings, MPMC byte
+    /// slots): no name, id 0.
+    pub(crate) const fn bytes(slot_size: u32) -> Self {
+        TypeIdentity {
+            name: "",
+            size: slot_size,
+            align: 1,
+            id: 0,
+        }
+    }
+
     /// The identity of `T`.
     ///
     /// A `T` whose [`Message::NAME`] is invalid, or whose size does not fit

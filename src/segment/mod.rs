@@ -68,6 +68,40 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 #[doc(hidden)]
 pub const TEST_PAUSE_ENV: &str = "SHMRING_TEST_PAUSE_IN_INIT_MS";
 
+/// What a ring kind hands the segment to create a ring: its shape, its
+/// message type, and how its memory is initialized before it is published.
+/// The segment knows no ring kind; each kind's `spec` functions build one.
+#[derive(Clone, Copy)]
+pub struct RingSpec<'a> {
+    /// The shape (from the kind's checked constructors).
+    pub layout: &'a Layout,
+    /// The message type's id (`TypeIdentity::id`; 0 for byte rings).
+    pub type_id: u64,
+    /// The message type's name, recorded in the header for `stat`
+    /// (empty for byte rings).
+    pub type_name: &'a str,
+    /// Writes the ring's initial state after the header and before the
+    /// ring is published as ready. The object starts zeroed, which is the
+    /// empty state of SPSC and frame rings; MPMC writes its slots'
+    /// sequence numbers.
+    pub init: fn(&Segment) -> Result<()>,
+}
+
+impl std::fmt::Debug for RingSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingSpec")
+            .field("layout", self.layout)
+            .field("type_id", &format_args!("{:#x}", self.type_id))
+            .field("type_name", &self.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The initializer of kinds whose empty state is all zero.
+pub fn zeroed(_: &Segment) -> Result<()> {
+    Ok(())
+}
+
 /// How to create or attach to a ring's shared-memory object.
 ///
 /// ```no_run
@@ -279,7 +313,8 @@ impl SegmentOptions {
     /// `name` only labels it (in `/proc/PID/maps`). With huge pages asked
     /// for it uses `MFD_HUGETLB` (2 MiB pages from the `vm.nr_hugepages`
     /// pool).
-    pub fn create_anonymous(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
+    pub fn create_anonymous(&self, name: &str, spec: &RingSpec<'_>) -> Result<Segment> {
+        let layout = spec.layout;
         let path = PathBuf::from(format!("memfd:shmring:{name}"));
         let mut bits = self.huge_pages.bits() | self.attach_bits() | layout::BACKING_MEMFD;
         let mut page = layout::PAGE as u64;
@@ -315,7 +350,8 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let pid = std::process::id();
-        let mut desc = layout::descriptor_for(&layout, type_id, 0, 0o600, pid, now_ns);
+        let mut desc =
+            layout::descriptor_for(&layout, spec.type_id, spec.type_name, 0, 0o600, pid, now_ns);
         desc.backing = bits;
         desc.page_size_kib = (page / 1024) as u32;
         // The descriptor we are about to write gets exactly the check an
@@ -323,9 +359,7 @@ impl SegmentOptions {
         let layout = layout::validate(&desc, &path, layout.total_size)?;
         let seg = Segment::map(name, &path, file, desc, layout, &meta, 0)?;
         seg.write_descriptor();
-        if layout.kind == layout::Kind::Mpmc {
-            crate::mpmc::initialize(&seg)?;
-        }
+        (spec.init)(&seg)?;
         seg.live()
             .state
             .store(STATE_READY, std::sync::atomic::Ordering::Release);
@@ -411,11 +445,11 @@ impl SegmentOptions {
 
     /// Creates a new object; fails with [`Error::AlreadyExists`] if the name
     /// is taken.
-    pub fn create(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
+    pub fn create(&self, name: &str, spec: &RingSpec<'_>) -> Result<Segment> {
         let path = object_path(&self.dir, name)?;
         let deadline = Instant::now() + self.timeout;
         loop {
-            if let Some(seg) = self.create_once(name, &path, layout, type_id, deadline)? {
+            if let Some(seg) = self.create_once(name, &path, spec, deadline)? {
                 return Ok(seg);
             }
         }
@@ -432,7 +466,7 @@ impl SegmentOptions {
     /// Attaches to the object if it exists, creates it otherwise. Whoever
     /// comes first creates; the layout of an existing object is whatever its
     /// creator chose (the ring types check it against what they need).
-    pub fn open_or_create(&self, name: &str, layout: &Layout, type_id: u64) -> Result<Segment> {
+    pub fn open_or_create(&self, name: &str, spec: &RingSpec<'_>) -> Result<Segment> {
         let path = object_path(&self.dir, name)?;
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -440,7 +474,7 @@ impl SegmentOptions {
                 Err(Error::NotFound { .. }) => {}
                 other => return other,
             }
-            match self.create_once(name, &path, layout, type_id, deadline) {
+            match self.create_once(name, &path, spec, deadline) {
                 Ok(Some(seg)) => return Ok(seg),
                 Ok(None) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
@@ -461,10 +495,10 @@ impl SegmentOptions {
         &self,
         name: &str,
         path: &Path,
-        layout: &Layout,
-        type_id: u64,
+        spec: &RingSpec<'_>,
         deadline: Instant,
     ) -> Result<Option<Segment>> {
+        let layout = spec.layout;
         let fs = sys::fs_info(&self.dir).map_err(|e| Error::io(&self.dir, "statvfs", e))?;
         if name.len() as u64 > fs.name_max {
             return Err(Error::InvalidName {
@@ -552,7 +586,15 @@ impl SegmentOptions {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let flags = if self.persistent { FLAG_PERSISTENT } else { 0 };
-        let mut desc = layout::descriptor_for(layout, type_id, flags, self.mode, pid, now_ns);
+        let mut desc = layout::descriptor_for(
+            layout,
+            spec.type_id,
+            spec.type_name,
+            flags,
+            self.mode,
+            pid,
+            now_ns,
+        );
         desc.backing = backing;
         desc.page_size_kib = (page / 1024) as u32;
         // The descriptor we are about to write gets exactly the check an
@@ -563,11 +605,9 @@ impl SegmentOptions {
         // Through the mapping, not pwrite: hugetlbfs has no write().
         seg.write_descriptor();
         test_pause();
-        // Every ring starts zeroed (fallocate), which is the empty state of
-        // SPSC and frame rings; MPMC slots need their sequence numbers.
-        if layout.kind == layout::Kind::Mpmc {
-            crate::mpmc::initialize(&seg)?;
-        }
+        // Every ring starts zeroed (fallocate); the kind writes whatever
+        // else its empty state needs.
+        (spec.init)(&seg)?;
         // Publish: the release store orders every byte written above
         // before READY for a reader that loads READY with acquire.
         seg.live()

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use crate::error::Result;
 use crate::layout::{ROLE_ATTACHED, ROLE_DETACHED, ROLE_NEVER};
 use crate::segment::Segment;
-use crate::spsc::RawRing;
 
 /// Index of the producer role on single-producer rings.
 pub(crate) const PRODUCER: u32 = 0;
@@ -53,17 +52,25 @@ pub(crate) struct Side {
     /// The live line's detach count at our last scan (`None`: never
     /// scanned, so the first idle poll scans).
     seen_detaches: Option<u32>,
+    /// The kind's way of waking every sleeper on the ring, called on drop
+    /// so a peer asleep in a blocking call sees us leave at once.
+    wake: fn(&Segment),
 }
 
 impl Side {
     /// Takes role `me` on `seg`; `peer` is the role whose liveness matters.
-    pub(crate) fn attach(seg: Arc<Segment>, me: u32, peer: u32) -> Result<Side> {
+    pub(crate) fn attach(
+        seg: Arc<Segment>,
+        me: u32,
+        peer: u32,
+        wake: fn(&Segment),
+    ) -> Result<Side> {
         let name = if me == PRODUCER {
             "producer"
         } else {
             "consumer"
         };
-        Side::attach_any(seg, me..me + 1, peer..peer + 1, name)
+        Side::attach_any(seg, me..me + 1, peer..peer + 1, name, wake)
     }
 
     /// Takes the first free role in `candidates` (named `name` in errors);
@@ -73,6 +80,7 @@ impl Side {
         candidates: Range<u32>,
         peers: Range<u32>,
         name: &str,
+        wake: fn(&Segment),
     ) -> Result<Side> {
         // Every process with a ring side registers for the asymmetric
         // barrier that makes publishing fence-free (see `wait`).
@@ -116,6 +124,7 @@ impl Side {
             peers,
             idle_polls: 0,
             seen_detaches: None,
+            wake,
         })
     }
 
@@ -224,10 +233,7 @@ impl Drop for Side {
         self.seg.live().detaches.fetch_add(1, Ordering::Release);
         // Wake a peer asleep in a blocking call, so it sees DETACHED now
         // rather than at its next periodic check.
-        if let Ok(ring) = RawRing::new(&self.seg) {
-            ring.data_wait().notify();
-            ring.space_wait().notify();
-        }
+        (self.wake)(&self.seg);
         self.seg.unlock_role(self.me);
     }
 }

@@ -1,0 +1,334 @@
+//! The producing half of a frame ring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{check_ring, commit_at, max_payload, reserve_at};
+use crate::error::{Error, Result};
+use crate::ring::builder::{Builder, Settings};
+use crate::ring::role::{CONSUMER, PRODUCER, Side};
+use crate::ring::{FramePushError, TryPushError};
+use crate::segment::Segment;
+use crate::spsc::raw::{ProducerCursor, RawRing, full_error};
+use crate::spsc::wake_all;
+use crate::sync::atomic::Ordering;
+use crate::wait::{self, Poll, WaitStrategy};
+
+/// The producing half of a frame ring.
+pub struct Producer {
+    ring: RawRing,
+    cursor: ProducerCursor,
+    side: Side,
+    persistent: bool,
+    frames: u64,
+    strategy: WaitStrategy,
+    /// How long `drop` waits for unread frames to be taken.
+    linger: Duration,
+}
+
+impl Producer {
+    /// Creates the frame ring `name` of `capacity` bytes, or joins it if it
+    /// exists (it must have that capacity), and takes its producer role.
+    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).open_or_create()
+    }
+
+    /// Creates the frame ring `name` of `capacity` bytes and takes its
+    /// producer role; [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).create()
+    }
+
+    /// Takes the producer role of the existing frame ring `name`.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder(name).open()
+    }
+
+    /// A builder for the other options (directory, persistence, waiting
+    /// for the creator, ...).
+    pub fn builder(name: impl Into<String>) -> Builder<Self> {
+        Builder::new(name)
+    }
+
+    /// Takes the producer role on an attached segment (tools; most code uses
+    /// [`open`](Self::open) and friends).
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        check_ring(&seg)?;
+        Self::attach_checked(seg, &Settings::default())
+    }
+
+    pub(crate) fn attach_checked(seg: Arc<Segment>, settings: &Settings) -> Result<Self> {
+        let ring = RawRing::new(&seg)?;
+        let persistent = seg.is_persistent();
+        let side = Side::attach(seg, PRODUCER, CONSUMER, wake_all)?;
+        let cursor = ProducerCursor::attach(&ring)
+            .map_err(|w| Error::corrupted(side.segment().path(), w))?;
+        // The frame counter lives beside the tail; only we write it.
+        let frames = ring.produced().load(Ordering::Relaxed);
+        Ok(Producer {
+            ring,
+            cursor,
+            side,
+            persistent,
+            frames,
+            strategy: settings.strategy.unwrap_or_default(),
+            linger: settings.linger,
+        })
+    }
+
+    /// The segment this producer writes to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.side.segment()
+    }
+
+    /// Largest payload this ring accepts.
+    pub fn max_frame_len(&self) -> usize {
+        max_payload(self.ring.capacity()) as usize
+    }
+
+    /// Lends a frame of exactly `len` bytes inside the ring; fill it and
+    /// [`commit`](WriteChunk::commit) it. Dropping the chunk publishes
+    /// nothing.
+    pub fn write_chunk(&mut self, len: usize) -> std::result::Result<WriteChunk<'_>, FramePushError> {
+        let cap = self.ring.capacity();
+        let max = max_payload(cap);
+        if len as u64 > max {
+            return Err(FramePushError::TooLarge {
+                len,
+                max: max as usize,
+            });
+        }
+        let Some(start) = reserve_at(&self.ring, &mut self.cursor, len as u64)
+            .map_err(FramePushError::Corrupted)?
+        else {
+            return Err(match full_error(&mut self.side, self.persistent, ()) {
+                TryPushError::Disconnected(()) => FramePushError::Disconnected,
+                _ => FramePushError::Full,
+            });
+        };
+        Ok(WriteChunk {
+            producer: self,
+            start,
+            len,
+        })
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Lends a frame of `len` bytes, waiting at most `timeout` (`None`: no
+    /// limit) for room. A consumer that dies meanwhile is noticed within
+    /// [`crate::wait::PEER_CHECK_INTERVAL`].
+    pub fn write_chunk_timeout(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<WriteChunk<'_>, FramePushError> {
+        let max = max_payload(self.ring.capacity());
+        if len as u64 > max {
+            return Err(FramePushError::TooLarge {
+                len,
+                max: max as usize,
+            });
+        }
+        let (ring, cursor, side, persistent) = (
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+        );
+        let outcome =
+            wait::block_on(
+                ring.space_wait(),
+                self.strategy,
+                timeout,
+                |check_peer| match reserve_at(ring, cursor, len as u64) {
+                    Ok(Some(start)) => Poll::Ready(Ok(start)),
+                    Ok(None) => {
+                        let gone = if check_peer {
+                            side.peer_gone_now()
+                        } else {
+                            side.peer_gone()
+                        };
+                        if !persistent && gone {
+                            Poll::Ready(Err(FramePushError::Disconnected))
+                        } else {
+                            Poll::Pending
+                        }
+                    }
+                    Err(w) => Poll::Ready(Err(FramePushError::Corrupted(w))),
+                },
+            );
+        let start = outcome.unwrap_or(Err(FramePushError::Timeout))?;
+        Ok(WriteChunk {
+            producer: self,
+            start,
+            len,
+        })
+    }
+
+    /// Copies `payload` into one frame, waiting at most `timeout` (`None`:
+    /// no limit) for room.
+    pub fn push_timeout(
+        &mut self,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), FramePushError> {
+        let mut chunk = self.write_chunk_timeout(payload.len(), timeout)?;
+        chunk.copy_from_slice(payload);
+        chunk.commit();
+        Ok(())
+    }
+
+    /// Copies `payload` into one frame, waiting while the ring is full.
+    pub fn push(&mut self, payload: &[u8]) -> std::result::Result<(), FramePushError> {
+        self.push_timeout(payload, None)
+    }
+
+    /// Copies `payload` into one frame if there is room now.
+    pub fn try_push(&mut self, payload: &[u8]) -> std::result::Result<(), FramePushError> {
+        let mut chunk = self.write_chunk(payload.len())?;
+        chunk.copy_from_slice(payload);
+        chunk.commit();
+        Ok(())
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity() as usize
+    }
+
+    /// Bytes published and not yet taken by the consumer (frame headers
+    /// and padding included).
+    pub fn len(&self) -> usize {
+        self.unread() as usize
+    }
+
+    /// Has the consumer taken every published frame? (Reads its index.)
+    pub fn is_empty(&self) -> bool {
+        self.unread() == 0
+    }
+
+    fn unread(&self) -> u64 {
+        // Acquire: pairs with the consumer's release of `head`.
+        let head = self.ring.head().load(Ordering::Acquire);
+        self.ring
+            .check(self.cursor.tail, head)
+            .unwrap_or(self.ring.capacity())
+    }
+
+    /// Waits until the consumer has taken every frame published so far, at
+    /// most `timeout`; see [`crate::spsc::Producer::flush`].
+    pub fn flush(&mut self, timeout: Duration) -> Result<()> {
+        let (ring, tail, side) = (&self.ring, self.cursor.tail, &mut self.side);
+        let outcome = wait::block_on(ring.space_wait(), self.strategy, Some(timeout), |_| {
+            // Acquire: pairs with the consumer's release of `head`.
+            let head = ring.head().load(Ordering::Acquire);
+            match ring.check(tail, head) {
+                Ok(0) => Poll::Ready(Ok(())),
+                Ok(_) if side.peer_gone() => Poll::Ready(Err(Error::Disconnected {
+                    path: side.segment().path().to_path_buf(),
+                })),
+                Ok(_) => Poll::Pending,
+                Err(w) => Poll::Ready(Err(Error::corrupted(side.segment().path(), w))),
+            }
+        });
+        outcome.unwrap_or_else(|()| {
+            Err(Error::Timeout {
+                path: self.side.segment().path().to_path_buf(),
+                what: format!(
+                    "flushing: the consumer has not taken {} byte(s) of frames",
+                    self.unread()
+                ),
+                waited: timeout,
+            })
+        })
+    }
+
+    /// Is the consumer attached and alive right now? (One system call.)
+    pub fn is_consumer_alive(&self) -> bool {
+        self.side.peer_alive_now()
+    }
+}
+
+impl Drop for Producer {
+    /// Lingers while frames are unread, then reports lost ones; see
+    /// [`crate::spsc::Producer`]'s `Drop`.
+    fn drop(&mut self) {
+        if self.persistent || self.unread() == 0 {
+            return;
+        }
+        if !self.linger.is_zero() {
+            let _ = self.flush(self.linger);
+        }
+        let unread = self.unread();
+        if unread > 0 && !self.side.peer_alive_now() {
+            log::warn!(
+                "{}: producer dropped with {unread} unread bytes of frames and no consumer attached; they are lost if nobody attaches before the ring is removed (flush() first, or build the producer with linger(..))",
+                self.side.segment().path().display()
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("frames::Producer")
+            .field("ring", &self.side.segment().path())
+            .field("capacity", &self.ring.capacity())
+            .field("position", &self.cursor.tail)
+            .field("frames", &self.frames)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A frame lent by [`Producer::write_chunk`]: a writable buffer in the
+/// ring, published by `commit`. Dropping it publishes nothing.
+pub struct WriteChunk<'a> {
+    producer: &'a mut Producer,
+    /// Position of the frame header.
+    start: u64,
+    len: usize,
+}
+
+impl std::fmt::Debug for WriteChunk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("frames::WriteChunk")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl WriteChunk<'_> {
+    /// Publishes the frame.
+    pub fn commit(self) {
+        let p = self.producer;
+        p.frames = p.frames.wrapping_add(1);
+        // Relaxed: a statistic for `stat`, written only by the producer.
+        p.ring.produced().store(p.frames, Ordering::Relaxed);
+        commit_at(&p.ring, &mut p.cursor, self.start, self.len as u64);
+        p.side.active();
+    }
+}
+
+impl std::ops::Deref for WriteChunk<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` reserved bytes after the header, in bounds (reserve
+        // checked that the frame fits before the end of the area); only this
+        // producer touches them until commit.
+        unsafe { std::slice::from_raw_parts(self.producer.ring.slot(self.start).add(8), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for WriteChunk<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique here.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.producer.ring.slot(self.start).add(8), self.len)
+        }
+    }
+}
+

@@ -1,0 +1,204 @@
+//! Byte-message handles over byte slots (what `shmring send` and `recv`
+//! use on MPMC rings).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::Core;
+use crate::error::{Error, Result};
+use crate::layout::Kind;
+use crate::message::TypeIdentity;
+use crate::ring::builder::{self, Settings};
+use crate::ring::{FramePushError, PopError, PushError};
+use crate::segment::Segment;
+use crate::wait::WaitStrategy;
+
+/// Bytes of the length prefix of a [`BytesProducer`] message.
+const LEN_PREFIX: usize = 4;
+
+/// Checks that `seg` is a byte-slot MPMC ring (type id 0, room for the
+/// length prefix and a byte); returns its slot size.
+fn check_bytes(seg: &Segment) -> Result<usize> {
+    let l = seg.layout();
+    builder::check_ring(
+        seg,
+        Kind::Mpmc,
+        &TypeIdentity::bytes(l.slot_size()).with_align(l.slot_align()),
+    )?;
+    if (l.slot_size() as usize) < LEN_PREFIX + 1 {
+        return Err(Error::LayoutMismatch {
+            path: seg.path().to_path_buf(),
+            what: format!(
+                "byte messages need slots of at least {} bytes",
+                LEN_PREFIX + 1
+            ),
+        });
+    }
+    Ok(l.slot_size() as usize)
+}
+
+/// A producer of variable-length byte messages (up to the slot size minus
+/// a 4-byte length) on an MPMC ring created with any slot size and type id
+/// 0 (what `shmring create --kind mpmc` makes). Used by `shmring send`.
+pub struct BytesProducer {
+    core: Core,
+    slot_size: usize,
+}
+
+impl BytesProducer {
+    /// Takes a free producer role on a byte-slot MPMC ring.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        let slot_size = check_bytes(&seg)?;
+        Ok(BytesProducer {
+            core: Core::attach(seg, true, &Settings::default())?,
+            slot_size,
+        })
+    }
+
+    /// Longest message.
+    pub fn max_len(&self) -> usize {
+        self.slot_size - LEN_PREFIX
+    }
+
+    /// How blocking calls wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.core.strategy = strategy;
+    }
+
+    /// Sends one message, waiting at most `timeout` (`None`: no limit)
+    /// while the ring is full.
+    pub fn push_timeout(
+        &mut self,
+        msg: &[u8],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), FramePushError> {
+        if msg.len() > self.max_len() {
+            return Err(FramePushError::TooLarge {
+                len: msg.len(),
+                max: self.max_len(),
+            });
+        }
+        let (pos, _) = self
+            .core
+            .claim_write_blocking(1, timeout)
+            .map_err(|e| match e {
+                PushError::Timeout(()) => FramePushError::Timeout,
+                PushError::Disconnected(()) => FramePushError::Disconnected,
+                PushError::Corrupted((), w) => FramePushError::Corrupted(w),
+            })?;
+        let slot = self.core.ring.payload(pos);
+        // SAFETY: the slot is claimed by us; LEN_PREFIX + msg.len() <=
+        // slot_size bytes at the payload are in bounds; unaligned writes.
+        unsafe {
+            slot.cast::<[u8; LEN_PREFIX]>()
+                .write_unaligned((msg.len() as u32).to_le_bytes());
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(LEN_PREFIX), msg.len());
+        }
+        self.core.publish(pos, 1, false);
+        Ok(())
+    }
+
+    /// Is some consumer attached and alive right now?
+    pub fn is_consumer_alive(&self) -> bool {
+        self.core.side.peer_alive_now()
+    }
+
+    /// Messages not yet taken (published or being written).
+    pub fn len(&self) -> usize {
+        self.core.ring.len().unwrap_or(0) as usize
+    }
+
+    /// Waits until consumers have claimed every message this producer
+    /// sent, at most `timeout` (see [`super::Producer::flush`]).
+    pub fn flush(&mut self, timeout: Duration) -> Result<()> {
+        self.core.flush(timeout)
+    }
+
+    /// True when consumers have taken everything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for BytesProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BytesProducer")
+            .field("ring", &self.core.side.segment().path())
+            .field("slot_size", &self.slot_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer of [`BytesProducer`] messages. Used by `shmring recv`.
+pub struct BytesConsumer {
+    core: Core,
+    slot_size: usize,
+}
+
+impl BytesConsumer {
+    /// Takes a free consumer role on a byte-slot MPMC ring.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        let slot_size = check_bytes(&seg)?;
+        Ok(BytesConsumer {
+            core: Core::attach(seg, false, &Settings::default())?,
+            slot_size,
+        })
+    }
+
+    /// How blocking calls wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.core.strategy = strategy;
+    }
+
+    /// Receives one message into `out` (replacing its contents), waiting
+    /// at most `timeout` (`None`: no limit).
+    pub fn pop_timeout(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), PopError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let (pos, _) = self.core.claim_read_blocking(1, left)?;
+            if self.core.ring.is_skip(pos) {
+                self.core.release(pos, 1);
+                continue;
+            }
+            let slot = self.core.ring.payload(pos);
+            let mut len = [0u8; LEN_PREFIX];
+            // SAFETY: the slot is claimed by us and published; LEN_PREFIX
+            // bytes at the payload are in bounds.
+            unsafe { std::ptr::copy_nonoverlapping(slot, len.as_mut_ptr(), LEN_PREFIX) };
+            let len = u32::from_le_bytes(len) as usize;
+            if len > self.slot_size - LEN_PREFIX {
+                self.core.release(pos, 1);
+                return Err(PopError::Corrupted(format!(
+                    "message length {len} exceeds the slot's {} bytes",
+                    self.slot_size - LEN_PREFIX
+                )));
+            }
+            out.clear();
+            out.resize(len, 0);
+            // SAFETY: len <= slot_size - LEN_PREFIX (checked above): in
+            // bounds; `out` is a distinct private buffer of len bytes.
+            unsafe { std::ptr::copy_nonoverlapping(slot.add(LEN_PREFIX), out.as_mut_ptr(), len) };
+            self.core.release(pos, 1);
+            return Ok(());
+        }
+    }
+
+    /// Is some producer attached and alive right now?
+    pub fn is_producer_alive(&self) -> bool {
+        self.core.side.peer_alive_now()
+    }
+}
+
+impl std::fmt::Debug for BytesConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BytesConsumer")
+            .field("ring", &self.core.side.segment().path())
+            .field("slot_size", &self.slot_size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,332 @@
+//! One side of an MPMC ring, whatever it carries: its role, its view of
+//! the ring, how it claims and how it waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{Claim, RawMpmc, Stuck};
+use crate::error::{Error, Result};
+use crate::ring::builder::Settings;
+use crate::ring::role::Side;
+use crate::ring::{PopError, PushError, TryPopError, TryPushError};
+use crate::segment::Segment;
+use crate::spsc::raw::full_error;
+use crate::sync::atomic::Ordering;
+use crate::wait::{self, Poll, WaitCounters, WaitStrategy};
+
+/// One side of an MPMC ring, whatever it carries: its role, its view of
+/// the ring and how it waits.
+pub(super) struct Core {
+    pub(super) ring: RawMpmc,
+    pub(super) side: Side,
+    pub(super) stuck: Stuck,
+    pub(super) persistent: bool,
+    pub(super) strategy: WaitStrategy,
+    /// Producers: how long `drop` waits for unread messages to be taken.
+    pub(super) linger: Duration,
+    /// Producers: the position after the last message this side published
+    /// (private; never read back from shared memory).
+    pub(super) published_end: u64,
+}
+
+impl Core {
+    pub(super) fn attach(seg: Arc<Segment>, producer: bool, settings: &Settings) -> Result<Core> {
+        let ring = RawMpmc::new(&seg)?;
+        let persistent = seg.is_persistent();
+        let (p, c) = (ring.producers, ring.consumers);
+        let side = if producer {
+            Side::attach_any(seg, 0..p, p..p + c, "producer", wake_all)?
+        } else {
+            Side::attach_any(seg, p..p + c, 0..p, "consumer", wake_all)?
+        };
+        // A predecessor in this role died (or left) with a claim recorded:
+        // we hold its lock now, so it is gone; clearing lets peers recover
+        // its slot.
+        ring.clear(side.role());
+        Ok(Core {
+            ring,
+            side,
+            stuck: Stuck::default(),
+            persistent,
+            strategy: settings.strategy.unwrap_or_default(),
+            linger: settings.linger,
+            published_end: 0,
+        })
+    }
+
+    pub(super) fn claim_write(
+        &mut self,
+        want: u64,
+        scan_now: bool,
+    ) -> std::result::Result<(u64, u64), TryPushError<()>> {
+        let Core {
+            ring,
+            side,
+            stuck,
+            persistent,
+            ..
+        } = self;
+        claim_write(ring, side, stuck, *persistent, want, scan_now)
+    }
+
+    pub(super) fn claim_read(
+        &mut self,
+        want: u64,
+        scan_now: bool,
+    ) -> std::result::Result<(u64, u64), TryPopError> {
+        let Core {
+            ring, side, stuck, ..
+        } = self;
+        claim_read(ring, side, stuck, want, scan_now)
+    }
+
+    /// Claims up to `want` slots for writing, waiting while full.
+    pub(super) fn claim_write_blocking(
+        &mut self,
+        want: u64,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(u64, u64), PushError<()>> {
+        let Core {
+            ring,
+            side,
+            stuck,
+            persistent,
+            strategy,
+            ..
+        } = self;
+        let persistent = *persistent;
+        let outcome =
+            wait::block_on(
+                ring.space_wait(),
+                *strategy,
+                timeout,
+                |check_peer| match claim_write(ring, side, stuck, persistent, want, check_peer) {
+                    Ok(got) => Poll::Ready(Ok(got)),
+                    Err(TryPushError::Full(())) => {
+                        if check_peer && !persistent && side.peer_gone_now() {
+                            return Poll::Ready(Err(PushError::Disconnected(())));
+                        }
+                        Poll::Pending
+                    }
+                    Err(TryPushError::Disconnected(())) => {
+                        Poll::Ready(Err(PushError::Disconnected(())))
+                    }
+                    Err(TryPushError::Corrupted((), w)) => {
+                        Poll::Ready(Err(PushError::Corrupted((), w)))
+                    }
+                },
+            );
+        outcome.unwrap_or(Err(PushError::Timeout(())))
+    }
+
+    /// Claims up to `want` published slots, waiting while empty.
+    pub(super) fn claim_read_blocking(
+        &mut self,
+        want: u64,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(u64, u64), PopError> {
+        let Core {
+            ring,
+            side,
+            stuck,
+            strategy,
+            ..
+        } = self;
+        let outcome = wait::block_on(ring.data_wait(), *strategy, timeout, |check_peer| {
+            let mut result = claim_read(ring, side, stuck, want, check_peer);
+            if check_peer && result == Err(TryPopError::Empty) && side.peer_gone_now() {
+                result = last_read(ring, side, stuck, want);
+            }
+            match result {
+                Ok(got) => Poll::Ready(Ok(got)),
+                Err(TryPopError::Empty) => Poll::Pending,
+                Err(TryPopError::Disconnected) => Poll::Ready(Err(PopError::Disconnected)),
+                Err(TryPopError::Corrupted(w)) => Poll::Ready(Err(PopError::Corrupted(w))),
+            }
+        });
+        outcome.unwrap_or(Err(PopError::Timeout))
+    }
+
+    pub(super) fn publish(&mut self, pos: u64, n: u64, skip: bool) {
+        self.ring.publish(self.side.role(), pos, n, skip);
+        self.published_end = pos.wrapping_add(n);
+    }
+
+    /// Has a consumer claimed everything this producer published?
+    fn all_taken(&self) -> bool {
+        all_taken(&self.ring, self.published_end)
+    }
+
+    /// Producers: waits until consumers have claimed every message this
+    /// side published, at most `timeout`.
+    pub(super) fn flush(&mut self, timeout: Duration) -> Result<()> {
+        let Core {
+            ring,
+            side,
+            strategy,
+            published_end,
+            ..
+        } = self;
+        let outcome = wait::block_on(ring.space_wait(), *strategy, Some(timeout), |_| {
+            if all_taken(ring, *published_end) {
+                return Poll::Ready(Ok(()));
+            }
+            if side.peer_gone() {
+                return Poll::Ready(Err(Error::Disconnected {
+                    path: side.segment().path().to_path_buf(),
+                }));
+            }
+            Poll::Pending
+        });
+        outcome.unwrap_or_else(|()| {
+            Err(Error::Timeout {
+                path: self.side.segment().path().to_path_buf(),
+                what: "flushing: consumers have not taken every message this producer sent"
+                    .into(),
+                waited: timeout,
+            })
+        })
+    }
+
+    /// Producers, when dropped: lingers while this side's messages are
+    /// unread, then reports them if no consumer is there to take them.
+    pub(super) fn linger_on_drop(&mut self) {
+        if self.persistent || self.all_taken() {
+            return;
+        }
+        if !self.linger.is_zero() {
+            let _ = self.flush(self.linger);
+        }
+        if !self.all_taken() && !self.side.peer_alive_now() {
+            log::warn!(
+                "{}: producer dropped with {} message(s) in the ring and no consumer attached; they are lost if nobody attaches before the ring is removed (flush() first, or build the producer with linger(..))",
+                self.side.segment().path().display(),
+                self.ring.len().unwrap_or(0)
+            );
+        }
+    }
+
+    pub(super) fn release(&mut self, pos: u64, n: u64) {
+        self.ring.release(self.side.role(), pos, n);
+    }
+
+    pub(super) fn stats(&self) -> RingStats {
+        let (skipped, redelivered) = self.ring.counts();
+        let (data, space) = (
+            self.ring.data_wait().counters(),
+            self.ring.space_wait().counters(),
+        );
+        RingStats {
+            len: self.ring.len(),
+            enqueued: self.ring.tail().load(Ordering::Acquire),
+            dequeued: self.ring.head().load(Ordering::Acquire),
+            skipped,
+            redelivered,
+            wait_data: data,
+            wait_space: space,
+        }
+    }
+}
+
+/// Has a consumer claimed every position below `end`? (Reads the dequeue
+/// position.)
+fn all_taken(ring: &RawMpmc, end: u64) -> bool {
+    // Acquire: pairs with the consumers' claiming CAS.
+    let head = ring.head().load(Ordering::Acquire);
+    // Positions are absolute: `head >= end`, wrap-safe.
+    head.wrapping_sub(end) < 1 << 63
+}
+
+/// Wakes every sleeper on an MPMC ring (a side leaving).
+fn wake_all(seg: &Segment) {
+    if let Ok(ring) = RawMpmc::new(seg) {
+        ring.data_wait().notify();
+        ring.space_wait().notify();
+    }
+}
+
+/// One non-blocking claim for writing, on a producer's parts.
+fn claim_write(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    persistent: bool,
+    want: u64,
+    scan_now: bool,
+) -> std::result::Result<(u64, u64), TryPushError<()>> {
+    let seg = side.segment();
+    let claim = ring.claim_for_write(side.role(), want, stuck, scan_now, &|r| seg.role_alive(r));
+    match claim {
+        Claim::Got(pos, n) => {
+            side.active();
+            Ok((pos, n))
+        }
+        Claim::Nothing => Err(full_error(side, persistent, ())),
+        Claim::Corrupted(w) => Err(TryPushError::Corrupted((), w)),
+    }
+}
+
+/// One non-blocking claim for reading, on a consumer's parts: `Empty`, or
+/// `Disconnected` once every producer is gone and the ring is drained.
+fn claim_read(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    want: u64,
+    scan_now: bool,
+) -> std::result::Result<(u64, u64), TryPopError> {
+    let seg = side.segment();
+    let claim = ring.claim_for_read(side.role(), want, stuck, scan_now, &|r| seg.role_alive(r));
+    match claim {
+        Claim::Got(pos, n) => {
+            side.active();
+            Ok((pos, n))
+        }
+        Claim::Corrupted(w) => Err(TryPopError::Corrupted(w)),
+        Claim::Nothing if side.peer_gone() => last_read(ring, side, stuck, want),
+        Claim::Nothing => Err(TryPopError::Empty),
+    }
+}
+
+/// Every producer is gone: one more look, checking a stuck slot's claimant
+/// now, decides between a last message and `Disconnected`.
+fn last_read(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    want: u64,
+) -> std::result::Result<(u64, u64), TryPopError> {
+    let seg = side.segment();
+    match ring.claim_for_read(side.role(), want, stuck, true, &|r| seg.role_alive(r)) {
+        Claim::Got(pos, n) => Ok((pos, n)),
+        Claim::Corrupted(w) => Err(TryPopError::Corrupted(w)),
+        Claim::Nothing => match ring.len() {
+            // A dead producer's slot was just marked skipped: the next call
+            // takes it.
+            Some(n) if n > 0 => Err(TryPopError::Empty),
+            _ => Err(TryPopError::Disconnected),
+        },
+    }
+}
+
+/// A snapshot of an MPMC ring's shared counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingStats {
+    /// Messages published or being written (`None`: indices inconsistent).
+    pub len: Option<u64>,
+    /// Slots skipped because their producer died before publishing them
+    /// (or dropped a [`WriteChunk`](super::WriteChunk) without committing it).
+    pub skipped: u64,
+    /// Messages re-published because their consumer died before releasing.
+    pub redelivered: u64,
+    /// Positions claimed by producers since creation (messages, skipped
+    /// slots and redeliveries).
+    pub enqueued: u64,
+    /// Positions claimed by consumers since creation.
+    pub dequeued: u64,
+    /// The data direction's wait counters.
+    pub wait_data: WaitCounters,
+    /// The space direction's wait counters.
+    pub wait_space: WaitCounters,
+}
+

@@ -1,0 +1,464 @@
+//! Typed handles: producers and consumers of `T` and their zero-copy
+//! chunks.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::RingStats;
+use super::core::Core;
+use crate::error::Result;
+use crate::layout::Kind;
+use crate::message::{Message, TypeIdentity};
+use crate::ring::builder::{self, Builder, Settings};
+use crate::ring::{PopError, PushError, TryPopError, TryPushError};
+use crate::segment::Segment;
+use crate::wait::WaitStrategy;
+
+/// A producing handle on an MPMC ring of `T`. Each holds one of the ring's
+/// producer roles (an OFD lock) for its lifetime.
+pub struct Producer<T: Pod> {
+    core: Core,
+    _marker: PhantomData<T>,
+}
+
+impl<T: Message> Producer<T> {
+    /// Creates the MPMC ring `name` with room for `capacity` messages (and
+    /// the default 64 roles of each side), or joins it if it exists (it
+    /// must hold `T`, with that capacity), and takes a free producer role.
+    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).open_or_create()
+    }
+
+    /// Creates the MPMC ring `name` with room for `capacity` messages and
+    /// takes a free producer role; [`Error::AlreadyExists`](crate::Error::AlreadyExists)
+    /// if the name is taken.
+    pub fn create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).create()
+    }
+
+    /// Takes a free producer role of the existing MPMC ring `name`, which
+    /// must hold `T`; [`Error::RoleTaken`](crate::Error::RoleTaken) when
+    /// all are in use.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder(name).open()
+    }
+
+    /// A builder for the other options (role counts, directory,
+    /// persistence, waiting for the creator, ...).
+    pub fn builder(name: impl Into<String>) -> Builder<Self> {
+        Builder::new(name)
+    }
+
+    /// Takes a free producer role on an attached segment (tools; most code
+    /// uses [`open`](Self::open) and friends). The ring must be an MPMC
+    /// ring of `T`.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        builder::check_ring(&seg, Kind::Mpmc, &TypeIdentity::of::<T>())?;
+        Self::attach_checked(seg, &Settings::default())
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    pub(crate) fn attach_checked(seg: Arc<Segment>, settings: &Settings) -> Result<Self> {
+        Ok(Producer {
+            core: Core::attach(seg, true, settings)?,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.core.side.segment()
+    }
+
+    /// The producer role this handle holds (0-based).
+    pub fn role(&self) -> u32 {
+        self.core.side.role()
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.core.strategy = strategy;
+    }
+
+    fn write(&mut self, pos: u64, value: T) {
+        // SAFETY: position `pos` is claimed by us (its slot is ours until we
+        // publish it); the payload is in bounds and aligned for T (checked
+        // at attach: the ring was made for T's size and alignment).
+        unsafe { self.core.ring.payload(pos).cast::<T>().write(value) };
+    }
+
+    /// Pushes one message, or gives it back if the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> std::result::Result<(), TryPushError<T>> {
+        match self.core.claim_write(1, false) {
+            Ok((pos, _)) => {
+                self.write(pos, value);
+                self.core.publish(pos, 1, false);
+                Ok(())
+            }
+            Err(TryPushError::Full(())) => Err(TryPushError::Full(value)),
+            Err(TryPushError::Disconnected(())) => Err(TryPushError::Disconnected(value)),
+            Err(TryPushError::Corrupted((), w)) => Err(TryPushError::Corrupted(value, w)),
+        }
+    }
+
+    /// Pushes one message, waiting while the ring is full.
+    pub fn push(&mut self, value: T) -> std::result::Result<(), PushError<T>> {
+        self.push_timeout(value, None)
+    }
+
+    /// Pushes one message, waiting at most `timeout` (`None`: no limit).
+    /// `Disconnected` once every consumer of a non-persistent ring is gone
+    /// and the ring is full.
+    pub fn push_timeout(
+        &mut self,
+        value: T,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), PushError<T>> {
+        match self.core.claim_write_blocking(1, timeout) {
+            Ok((pos, _)) => {
+                self.write(pos, value);
+                self.core.publish(pos, 1, false);
+                Ok(())
+            }
+            Err(PushError::Timeout(())) => Err(PushError::Timeout(value)),
+            Err(PushError::Disconnected(())) => Err(PushError::Disconnected(value)),
+            Err(PushError::Corrupted((), w)) => Err(PushError::Corrupted(value, w)),
+        }
+    }
+
+    /// Pushes as many of `values` as there are free consecutive slots, with
+    /// one claim; returns how many. `Full` if none.
+    pub fn push_slice(&mut self, values: &[T]) -> std::result::Result<usize, TryPushError<()>> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let (pos, n) = self.core.claim_write(values.len() as u64, false)?;
+        for (i, v) in values.iter().take(n as usize).enumerate() {
+            self.write(pos + i as u64, *v);
+        }
+        self.core.publish(pos, n, false);
+        Ok(n as usize)
+    }
+
+    /// Claims one slot to fill in place (zero-copy); nothing is visible to
+    /// consumers until [`WriteChunk::commit`]. Dropping the chunk
+    /// uncommitted publishes nothing (the slot is published as skipped,
+    /// which consumers never see). Consumers wait for a claimed slot, so do
+    /// not hold one for long.
+    pub fn write_chunk(&mut self) -> std::result::Result<WriteChunk<'_, T>, TryPushError<()>> {
+        let (pos, _) = self.core.claim_write(1, false)?;
+        Ok(WriteChunk {
+            producer: self,
+            pos,
+            done: false,
+        })
+    }
+
+    /// Capacity in slots.
+    pub fn capacity(&self) -> usize {
+        self.core.ring.capacity() as usize
+    }
+
+    /// Messages in the ring, from every producer (published or being
+    /// written; reads both positions).
+    pub fn len(&self) -> usize {
+        self.core.ring.len().unwrap_or(0) as usize
+    }
+
+    /// True when the ring holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until consumers have claimed every message this producer
+    /// pushed so far, at most `timeout`. [`Error::Timeout`](crate::Error::Timeout)
+    /// if they have not by then (while no consumer ever attached, this
+    /// waits for one); [`Error::Disconnected`](crate::Error::Disconnected)
+    /// if every consumer left first.
+    pub fn flush(&mut self, timeout: Duration) -> Result<()> {
+        self.core.flush(timeout)
+    }
+
+    /// Is some consumer attached and alive right now? (System calls.)
+    pub fn is_consumer_alive(&self) -> bool {
+        self.core.side.peer_alive_now()
+    }
+
+    /// The ring's shared counters.
+    pub fn stats(&self) -> RingStats {
+        self.core.stats()
+    }
+}
+
+impl<T: Pod> Drop for Producer<T> {
+    /// Lingers (see [`Builder::linger`]) while this producer's messages are
+    /// unread, then reports with `log::warn!` those that may be lost.
+    fn drop(&mut self) {
+        self.core.linger_on_drop();
+    }
+}
+
+impl<T: Pod> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::Producer")
+            .field("ring", &self.core.side.segment().path())
+            .field("message", &std::any::type_name::<T>())
+            .field("role", &self.role())
+            .field("capacity", &self.core.ring.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claimed slot lent by [`Producer::write_chunk`].
+pub struct WriteChunk<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    pos: u64,
+    done: bool,
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// The slot's message. It holds stale bytes (a valid `T`: `T` is Pod)
+    /// until written.
+    pub fn value_mut(&mut self) -> &mut T {
+        // SAFETY: the slot is claimed by us: no consumer reads it and no
+        // producer writes it until we publish; in bounds and aligned for T.
+        unsafe { &mut *self.producer.core.ring.payload(self.pos).cast::<T>() }
+    }
+
+    /// Publishes the slot.
+    pub fn commit(mut self) {
+        self.done = true;
+        self.producer.core.publish(self.pos, 1, false);
+    }
+}
+
+impl<T: Pod> std::fmt::Debug for WriteChunk<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::WriteChunk").field("position", &self.pos).finish()
+    }
+}
+
+impl<T: Pod> Drop for WriteChunk<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.core.publish(self.pos, 1, true);
+        }
+    }
+}
+
+/// A consuming handle on an MPMC ring of `T`. Each holds one of the ring's
+/// consumer roles for its lifetime.
+pub struct Consumer<T: Pod> {
+    core: Core,
+    _marker: PhantomData<T>,
+}
+
+impl<T: Message> Consumer<T> {
+    /// Creates the MPMC ring `name` with room for `capacity` messages (and
+    /// the default 64 roles of each side), or joins it if it exists (it
+    /// must hold `T`, with that capacity), and takes a free consumer role.
+    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).open_or_create()
+    }
+
+    /// Creates the MPMC ring `name` with room for `capacity` messages and
+    /// takes a free consumer role; [`Error::AlreadyExists`](crate::Error::AlreadyExists)
+    /// if the name is taken.
+    pub fn create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).create()
+    }
+
+    /// Takes a free consumer role of the existing MPMC ring `name`, which
+    /// must hold `T`; [`Error::RoleTaken`](crate::Error::RoleTaken) when
+    /// all are in use.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder(name).open()
+    }
+
+    /// A builder for the other options (role counts, directory,
+    /// persistence, waiting for the creator, ...).
+    pub fn builder(name: impl Into<String>) -> Builder<Self> {
+        Builder::new(name)
+    }
+
+    /// Takes a free consumer role on an attached segment (tools; most code
+    /// uses [`open`](Self::open) and friends). The ring must be an MPMC
+    /// ring of `T`.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        builder::check_ring(&seg, Kind::Mpmc, &TypeIdentity::of::<T>())?;
+        Self::attach_checked(seg, &Settings::default())
+    }
+}
+
+impl<T: Pod> Consumer<T> {
+    pub(crate) fn attach_checked(seg: Arc<Segment>, settings: &Settings) -> Result<Self> {
+        Ok(Consumer {
+            core: Core::attach(seg, false, settings)?,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.core.side.segment()
+    }
+
+    /// The consumer role this handle holds (0-based among consumers).
+    pub fn role(&self) -> u32 {
+        self.core.side.role() - self.core.ring.producers
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.core.strategy = strategy;
+    }
+
+    /// Copies out the claimed messages `pos .. pos + n` that are not skips,
+    /// releases them, and returns how many were copied.
+    fn take(&mut self, pos: u64, n: u64, out: &mut [T]) -> usize {
+        let mut got = 0;
+        for p in pos..pos + n {
+            if self.core.ring.is_skip(p) {
+                continue;
+            }
+            // SAFETY: position p is claimed by us and published (checked by
+            // the claim); in bounds and aligned for T; T is Pod, so any
+            // bytes are a valid T. Copied out before the release below.
+            out[got] = unsafe { self.core.ring.payload(p).cast::<T>().read() };
+            got += 1;
+        }
+        self.core.release(pos, n);
+        got
+    }
+
+    /// Takes one message.
+    #[inline]
+    pub fn try_pop(&mut self) -> std::result::Result<T, TryPopError> {
+        loop {
+            let (pos, _) = self.core.claim_read(1, false)?;
+            let mut out = [T::zeroed()];
+            if self.take(pos, 1, &mut out) == 1 {
+                return Ok(out[0]);
+            }
+        }
+    }
+
+    /// Takes one message, waiting while the ring is empty.
+    pub fn pop(&mut self) -> std::result::Result<T, PopError> {
+        self.pop_timeout(None)
+    }
+
+    /// Takes one message, waiting at most `timeout` (`None`: no limit).
+    /// `Disconnected` once every producer is gone and the ring is drained.
+    pub fn pop_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<T, PopError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let (pos, _) = self.core.claim_read_blocking(1, left)?;
+            let mut out = [T::zeroed()];
+            if self.take(pos, 1, &mut out) == 1 {
+                return Ok(out[0]);
+            }
+        }
+    }
+
+    /// Takes up to `out.len()` consecutive published messages with one
+    /// claim; returns how many were stored (0 if all were skipped slots).
+    pub fn pop_into(&mut self, out: &mut [T]) -> std::result::Result<usize, TryPopError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let (pos, n) = self.core.claim_read(out.len() as u64, false)?;
+        Ok(self.take(pos, n, out))
+    }
+
+    /// Claims the next message and lends it in place (zero-copy); it is
+    /// consumed (freed for producers) when the [`ReadChunk`] drops. If this
+    /// process dies while holding it, the message is redelivered (see the
+    /// module docs), so processing in place gives at-least-once delivery.
+    pub fn read_chunk(&mut self) -> std::result::Result<ReadChunk<'_, T>, TryPopError> {
+        loop {
+            let (pos, _) = self.core.claim_read(1, false)?;
+            if self.core.ring.is_skip(pos) {
+                self.core.release(pos, 1);
+                continue;
+            }
+            return Ok(ReadChunk {
+                consumer: self,
+                pos,
+            });
+        }
+    }
+
+    /// Capacity in slots.
+    pub fn capacity(&self) -> usize {
+        self.core.ring.capacity() as usize
+    }
+
+    /// Messages in the ring (published or being written; reads both
+    /// positions).
+    pub fn len(&self) -> usize {
+        self.core.ring.len().unwrap_or(0) as usize
+    }
+
+    /// True when the ring holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Is some producer attached and alive right now? (System calls.)
+    pub fn is_producer_alive(&self) -> bool {
+        self.core.side.peer_alive_now()
+    }
+
+    /// The ring's shared counters.
+    pub fn stats(&self) -> RingStats {
+        self.core.stats()
+    }
+}
+
+impl<T: Pod> std::fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::Consumer")
+            .field("ring", &self.core.side.segment().path())
+            .field("message", &std::any::type_name::<T>())
+            .field("role", &self.role())
+            .field("capacity", &self.core.ring.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claimed message lent by [`Consumer::read_chunk`]; dropping it
+/// consumes the message.
+pub struct ReadChunk<'a, T: Pod> {
+    consumer: &'a mut Consumer<T>,
+    pos: u64,
+}
+
+impl<T: Pod> ReadChunk<'_, T> {
+    /// The message, in the ring.
+    pub fn get(&self) -> &T {
+        // SAFETY: the slot is claimed by us and published: no producer
+        // writes it until we release it; in bounds and aligned for T; T is
+        // Pod.
+        unsafe { &*self.consumer.core.ring.payload(self.pos).cast::<T>() }
+    }
+}
+
+impl<T: Pod> std::fmt::Debug for ReadChunk<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("mpmc::ReadChunk").field("position", &self.pos).finish()
+    }
+}
+
+impl<T: Pod> Drop for ReadChunk<'_, T> {
+    fn drop(&mut self) {
+        self.consumer.core.release(self.pos, 1);
+    }
+}
+

@@ -1,0 +1,382 @@
+//! The producing half of a typed SPSC ring.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::raw::{ProducerCursor, RawRing, contiguous, full_error};
+use super::{check_ring, wake_all};
+use crate::error::{Error, Result};
+use crate::message::{Message, TypeIdentity};
+use crate::ring::builder::{Builder, Settings};
+use crate::ring::role::{CONSUMER, PRODUCER, Side};
+use crate::ring::{PushError, TryPushError};
+use crate::segment::Segment;
+use crate::sync::atomic::Ordering;
+use crate::wait::{self, Poll, WaitCounters, WaitStrategy};
+
+/// The producing half of a typed SPSC ring. At most one exists per ring, in
+/// any process (an OFD lock enforces it).
+pub struct Producer<T: Pod> {
+    ring: RawRing,
+    cursor: ProducerCursor,
+    side: Side,
+    persistent: bool,
+    strategy: WaitStrategy,
+    /// How long `drop` waits for unread messages to be taken.
+    linger: Duration,
+    _marker: PhantomData<T>,
+}
+
+/// One non-blocking push, on the producer's parts (so a wait loop can
+/// borrow the ring and the cursor separately).
+#[inline]
+fn push_one<T: Pod>(
+    ring: &RawRing,
+    cursor: &mut ProducerCursor,
+    side: &mut Side,
+    persistent: bool,
+    value: T,
+) -> std::result::Result<(), TryPushError<T>> {
+    match cursor.free(ring, 1) {
+        Ok(0) => return Err(full_error(side, persistent, value)),
+        Ok(_) => {}
+        Err(what) => return Err(TryPushError::Corrupted(value, what)),
+    }
+    // Slots are aligned for T: data_offset is aligned to max(128, align_of
+    // T) and the stride is a multiple of align_of T.
+    // SAFETY: in bounds (masked position) and aligned; free (tail - head <
+    // capacity, head read with acquire), so the consumer reads it only after
+    // we publish.
+    unsafe { ring.slot(cursor.tail).cast::<T>().write(value) };
+    cursor.publish(ring, 1);
+    side.active();
+    Ok(())
+}
+
+impl<T: Message> Producer<T> {
+    /// Creates the ring `name` with room for `capacity` messages, or joins
+    /// it if it exists (it must hold `T`, with that capacity), and takes
+    /// its producer role.
+    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).open_or_create()
+    }
+
+    /// Creates the ring `name` with room for `capacity` messages and takes
+    /// its producer role; [`Error::AlreadyExists`] if the name is taken.
+    pub fn create(name: &str, capacity: u64) -> Result<Self> {
+        Self::builder(name).capacity(capacity).create()
+    }
+
+    /// Takes the producer role of the existing ring `name`, which must hold
+    /// `T`.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::builder(name).open()
+    }
+
+    /// A builder for the other options (directory, persistence, waiting
+    /// for the creator, linger, huge pages, ...).
+    pub fn builder(name: impl Into<String>) -> Builder<Self> {
+        Builder::new(name)
+    }
+
+    /// Takes the producer role on an attached segment (tools; most code
+    /// uses [`open`](Self::open) and friends). The ring must be an SPSC
+    /// ring of `T`.
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        check_ring(&seg, &TypeIdentity::of::<T>())?;
+        Self::attach_checked(seg, &Settings::default())
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    pub(crate) fn attach_checked(seg: Arc<Segment>, settings: &Settings) -> Result<Self> {
+        let ring = RawRing::new(&seg)?;
+        let persistent = seg.is_persistent();
+        let side = Side::attach(seg, PRODUCER, CONSUMER, wake_all)?;
+        let cursor = ProducerCursor::attach(&ring)
+            .map_err(|w| Error::corrupted(side.segment().path(), w))?;
+        Ok(Producer {
+            ring,
+            cursor,
+            side,
+            persistent,
+            strategy: settings.strategy.unwrap_or_default(),
+            linger: settings.linger,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The segment this producer writes to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        self.side.segment()
+    }
+
+    #[inline]
+    fn publish(&mut self, n: u64) {
+        self.cursor.publish(&self.ring, n);
+        self.side.active();
+    }
+
+    /// Pushes one message, or gives it back if the ring is full.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> std::result::Result<(), TryPushError<T>> {
+        push_one(
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+            value,
+        )
+    }
+
+    /// How blocking calls wait (default: [`WaitStrategy::default`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Pushes one message, waiting while the ring is full.
+    pub fn push(&mut self, value: T) -> std::result::Result<(), PushError<T>> {
+        self.push_timeout(value, None)
+    }
+
+    /// Pushes one message, waiting at most `timeout` (`None`: no limit)
+    /// while the ring is full. A consumer that dies while we wait is noticed
+    /// within [`wait::PEER_CHECK_INTERVAL`].
+    pub fn push_timeout(
+        &mut self,
+        value: T,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), PushError<T>> {
+        let (ring, cursor, side, persistent) = (
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+        );
+        let mut slot = Some(value);
+        let outcome = wait::block_on(ring.space_wait(), self.strategy, timeout, |check_peer| {
+            let Some(v) = slot.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match push_one(ring, cursor, side, persistent, v) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TryPushError::Full(v)) => {
+                    if check_peer && !persistent && side.peer_gone_now() {
+                        return Poll::Ready(Err(PushError::Disconnected(v)));
+                    }
+                    slot = Some(v);
+                    Poll::Pending
+                }
+                Err(TryPushError::Disconnected(v)) => Poll::Ready(Err(PushError::Disconnected(v))),
+                Err(TryPushError::Corrupted(v, w)) => Poll::Ready(Err(PushError::Corrupted(v, w))),
+            }
+        });
+        match outcome {
+            Ok(r) => r,
+            Err(()) => Err(PushError::Timeout(
+                slot.take().expect("value kept while pending"),
+            )),
+        }
+    }
+
+    /// Pushes as many of `values` as fit, with one index update. Returns how
+    /// many were pushed; `Full` (with `()`) if none fit.
+    pub fn push_slice(&mut self, values: &[T]) -> std::result::Result<usize, TryPushError<()>> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let free = self
+            .cursor
+            .free(&self.ring, values.len() as u64)
+            .map_err(|w| TryPushError::Corrupted((), w))?;
+        let n = (values.len() as u64).min(free) as usize;
+        if n == 0 {
+            return Err(full_error(&mut self.side, self.persistent, ()));
+        }
+        let mut done = 0;
+        while done < n {
+            let pos = self.cursor.tail.wrapping_add(done as u64);
+            let run = contiguous(self.ring.capacity(), pos, n - done);
+            // SAFETY: `run` slots from `pos` are free, in bounds (contiguous
+            // stops at the end of the data area) and aligned for T; the
+            // source is a distinct private slice.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    values.as_ptr().add(done),
+                    self.ring.slot(pos).cast::<T>(),
+                    run,
+                );
+            }
+            done += run;
+        }
+        self.publish(n as u64);
+        Ok(n)
+    }
+
+    /// A zero-copy grant of up to `n` free slots, contiguous in memory (it may
+    /// be shorter than asked at the wrap). Fill it, then [`WriteChunk::commit`].
+    pub fn write_chunk(
+        &mut self,
+        n: usize,
+    ) -> std::result::Result<WriteChunk<'_, T>, TryPushError<()>> {
+        let free = self
+            .cursor
+            .free(&self.ring, n as u64)
+            .map_err(|w| TryPushError::Corrupted((), w))?;
+        if free == 0 && n > 0 {
+            return Err(full_error(&mut self.side, self.persistent, ()));
+        }
+        let len = contiguous(
+            self.ring.capacity(),
+            self.cursor.tail,
+            (n as u64).min(free) as usize,
+        );
+        let ptr = self.ring.slot(self.cursor.tail).cast::<T>();
+        Ok(WriteChunk {
+            producer: self,
+            ptr,
+            len,
+        })
+    }
+
+    /// Messages the consumer has not taken yet (reads the consumer's index).
+    pub fn len(&self) -> usize {
+        self.unread() as usize
+    }
+
+    fn unread(&self) -> u64 {
+        let head = self.ring.head().load(Ordering::Acquire);
+        self.ring
+            .check(self.cursor.tail, head)
+            .unwrap_or(self.ring.capacity())
+    }
+
+    /// Waits until the consumer has taken every message pushed so far, at
+    /// most `timeout`. [`Error::Timeout`] if it has not by then (while no
+    /// consumer ever attached, this waits for one);
+    /// [`Error::Disconnected`] if the consumer left with messages unread.
+    pub fn flush(&mut self, timeout: Duration) -> Result<()> {
+        let (ring, tail, side) = (&self.ring, self.cursor.tail, &mut self.side);
+        let outcome = wait::block_on(ring.space_wait(), self.strategy, Some(timeout), |_| {
+            // Acquire: pairs with the consumer's release of `head`.
+            let head = ring.head().load(Ordering::Acquire);
+            match ring.check(tail, head) {
+                Ok(0) => Poll::Ready(Ok(())),
+                Ok(_) if side.peer_gone() => Poll::Ready(Err(Error::Disconnected {
+                    path: side.segment().path().to_path_buf(),
+                })),
+                Ok(_) => Poll::Pending,
+                Err(w) => Poll::Ready(Err(Error::corrupted(side.segment().path(), w))),
+            }
+        });
+        outcome.unwrap_or_else(|()| {
+            Err(Error::Timeout {
+                path: self.side.segment().path().to_path_buf(),
+                what: format!(
+                    "flushing: the consumer has not taken {} message(s)",
+                    self.unread()
+                ),
+                waited: timeout,
+            })
+        })
+    }
+
+    /// True when the consumer has taken everything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity in slots.
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity() as usize
+    }
+
+    /// Is the consumer attached and alive right now? (One system call.)
+    pub fn is_consumer_alive(&self) -> bool {
+        self.side.peer_alive_now()
+    }
+
+    /// The ring's wait counters: (data direction, space direction).
+    pub fn wait_counters(&self) -> (WaitCounters, WaitCounters) {
+        self.ring.wait_counters()
+    }
+}
+
+impl<T: Pod> Drop for Producer<T> {
+    /// Lingers (see [`Builder::linger`]) while messages are unread, then
+    /// reports with `log::warn!` any that are lost: unread, no consumer
+    /// attached, and the ring not persistent.
+    fn drop(&mut self) {
+        if self.persistent || self.unread() == 0 {
+            return;
+        }
+        if !self.linger.is_zero() {
+            let _ = self.flush(self.linger);
+        }
+        let unread = self.unread();
+        if unread > 0 && !self.side.peer_alive_now() {
+            log::warn!(
+                "{}: producer dropped with {unread} unread messages and no consumer attached; they are lost if nobody attaches before the ring is removed (flush() first, or build the producer with linger(..))",
+                self.side.segment().path().display()
+            );
+        }
+    }
+}
+
+impl<T: Pod> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("ring", &self.side.segment().path())
+            .field("message", &std::any::type_name::<T>())
+            .field("capacity", &self.ring.capacity())
+            .field("position", &self.cursor.tail)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Free slots lent by [`Producer::write_chunk`]; nothing is published until
+/// [`commit`](WriteChunk::commit). Dropping it publishes nothing.
+pub struct WriteChunk<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T: Pod> std::fmt::Debug for WriteChunk<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteChunk").field("len", &self.len).finish()
+    }
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// The granted slots. Their previous contents are stale messages.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // The consumer does not access these slots until `commit` advances
+        // the tail; T is Pod, so any stale bytes are a valid T.
+        // SAFETY: `len` free, in-bounds, aligned slots that only this
+        // producer may write until it publishes them.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Number of slots granted.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no slot was granted.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the first `n` slots (`n` is capped at the grant's length).
+    pub fn commit(self, n: usize) {
+        let n = n.min(self.len);
+        if n > 0 {
+            self.producer.publish(n as u64);
+        }
+    }
+}
+
