@@ -29,7 +29,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # Seeds: a ring of every kind as the CLI makes it, and junk.
-cargo build --release --quiet --bin shmring
+cargo build --release --quiet -p shmring-cli --bin shmring
 seeds=$(mktemp -d /dev/shm/shmring-fuzz-seeds-XXXXXX)
 # The targets make their rings under here; removed at exit, whatever happens.
 export SHMRING_FUZZ_DIR

@@ -40,11 +40,7 @@ mod sync;
 mod sys;
 pub mod wait;
 
-/// For tools (the CLI, fuzzers): the shared layout and low-level handles;
-/// not needed to use rings, and may change with the layout version.
-pub mod raw {
-    pub use crate::layout::*;
-}
+pub mod raw;
 
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, Result};

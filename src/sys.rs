@@ -302,7 +302,8 @@ pub(crate) fn memlock_limit() -> u64 {
 }
 
 /// What `/proc/PID/smaps` says about a process's mapping of an inode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MappingFacts {
     /// The pid whose mapping this is.
     pub pid: i32,

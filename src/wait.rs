@@ -56,7 +56,8 @@ impl Default for WaitStrategy {
 pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Counters of one wait line, for `stat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WaitCounters {
     /// `FUTEX_WAKE` calls issued by publishers.
     pub wakeups: u64,

@@ -10,15 +10,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use super::{HeaderRead, read_header, sys};
 use crate::error::{Error, Result};
 use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY};
 
 /// What an object in the directory is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Status {
     /// Initialized and in use (or persistent and waiting for users).
     Ready,
@@ -34,7 +33,8 @@ pub enum Status {
 }
 
 /// A role and whether a live process holds it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RoleInfo {
     /// "producer" or "consumer" (with an index on multi-role rings).
     pub role: String,
@@ -45,7 +45,8 @@ pub struct RoleInfo {
 }
 
 /// Everything `stat` shows about one object.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Inspection {
     /// The name.
     pub name: String,
@@ -54,29 +55,29 @@ pub struct Inspection {
     /// What it is.
     pub state: Status,
     /// Why it is corrupt or foreign, or why it is stale.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub detail: Option<String>,
     /// Ring kind ("spsc", "frames").
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub kind: Option<String>,
     /// Layout version "major.minor".
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub version: Option<String>,
     /// Slots (typed rings) or bytes (frame rings).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub capacity: Option<u64>,
     /// Bytes of one message (typed rings).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub slot_size: Option<u32>,
     /// Size of the object (`fstat`).
     pub size_bytes: u64,
     /// Kept when the last user detaches.
     pub persistent: bool,
     /// Messages published and not yet consumed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub len: Option<u64>,
     /// Bytes in use (frame rings).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub bytes_used: Option<u64>,
     /// Number of attached processes (holders of the shared lock).
     pub attached: usize,
@@ -87,50 +88,50 @@ pub struct Inspection {
     /// Inode number of the object.
     pub inode: u64,
     /// Unique creation number from the header.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub generation: Option<u64>,
     /// Pid of the creator.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub creator_pid: Option<u32>,
     /// Creation time, ns since the Unix epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub created_unix_ns: Option<u64>,
     /// Permission bits (octal string).
     pub mode: String,
     /// Owner uid.
     pub uid: u32,
     /// Wait counters of the data direction (consumers sleeping for data).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub wait_data: Option<crate::wait::WaitCounters>,
     /// Wait counters of the space direction (producers sleeping for room).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub wait_space: Option<crate::wait::WaitCounters>,
     /// MPMC: slots skipped because the producer that claimed them died
     /// before publishing.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub skipped: Option<u64>,
     /// MPMC: messages put back because the consumer that claimed them died
     /// before releasing them.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub redelivered: Option<u64>,
     /// Huge pages as asked for at creation: "off", "prefer" or "require".
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub huge_pages: Option<String>,
     /// Whether the ring was set up on huge pages (hugetlbfs, or advised
     /// transparent huge pages); see `mappings` for what the kernel did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub huge_active: Option<bool>,
     /// Why preferred huge pages were not used.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub huge_fallback: Option<String>,
     /// Backing page size in KiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub page_size_kib: Option<u32>,
     /// Prefaulted on every attach.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub populate: Option<bool>,
     /// Locked in memory on every attach.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub lock_memory: Option<bool>,
     /// Each attached process's mapping as its `/proc/PID/smaps` tells
     /// (huge pages in fact, locked and resident amounts); processes whose

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: private directories that must be
-//! left empty, child processes (this test binary re-executed, or the
-//! `shmring` binary), and a watchdog.
+//! left empty, child processes (this test binary re-executed), and a
+//! watchdog. The CLI crate's tests (cli/tests/) include this module too and
+//! add the helpers that run the `shmring` binary (cli/tests/common/mod.rs).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -185,32 +186,6 @@ pub fn env_str(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("child needs {name}"))
 }
 
-/// The `shmring` binary built for these tests.
-pub fn shmring_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shmring"));
-    c.stdin(Stdio::null());
-    c
-}
-
-/// Runs `shmring --dir DIR args...` to completion (bounded) and returns
-/// (exit code, stdout, stderr).
-pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let child = shmring_bin()
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shmring");
-    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(60));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Polls `cond` every millisecond until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -262,8 +237,7 @@ pub fn create_u64_ring(dir: &Path, name: &str, capacity: u64) -> shmring::Segmen
         .dir(dir)
         .create(
             name,
-            &shmring::spsc::layout::<u64>(capacity).unwrap(),
-            shmring::spsc::type_id::<u64>(),
+            &shmring::raw::typed_spec::<u64>(&shmring::spsc::layout::<u64>(capacity).unwrap()),
         )
         .expect("create ring")
 }

@@ -1,0 +1,413 @@
+//! `shmring bench`: shmring against the hardware limit and the alternatives,
+//! in one run, as ratios. The peer is a forked child process pinned to
+//! another core (when there is one).
+//!
+//! The submodules: `harness` (forked peers, pinning, rings, timing loops),
+//! `scenarios` (one function per measured row), `statistics`, `report`
+//! (figures, targets, the table) and `plot` (`--plot` SVG). They take these
+//! imports and the items here with `use super::*`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
+use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
+use shmring::wait::{WaitStrategy, raw};
+use shmring::{Error, Segment, SegmentOptions, mpmc};
+
+mod harness;
+mod plot;
+mod report;
+mod scenarios;
+mod statistics;
+
+use harness::*;
+use plot::*;
+use report::*;
+use scenarios::*;
+use statistics::*;
+
+/// Options of `shmring bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub(super) struct BenchArgs {
+    /// Seconds per measurement, split over the rounds.
+    #[arg(long, default_value_t = 1.5)]
+    duration: f64,
+    /// Rounds: every measurement runs this many times, interleaved with the
+    /// others, so that each row sees the same mix of machine states (a
+    /// virtual machine's cores move); round trips pool their samples,
+    /// throughputs report the median round.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Which ring kinds to measure (the baselines always run).
+    #[arg(long, value_enum, default_value = "all")]
+    kind: KindArg,
+    /// Which wait strategies to measure round trips (and idle CPU) with;
+    /// `all` means spin, default and park.
+    #[arg(long, value_enum, default_value = "all")]
+    wait: WaitArg,
+    /// Frame size in bytes for the frame, pipe and socket throughput runs.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// Ring capacity in slots (typed rings) for the shmring runs.
+    #[arg(long, default_value_t = 1024)]
+    capacity: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the round-trip latency distributions as an SVG plot to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
+    /// Huge pages for the benchmark's rings (see `create --huge-pages`;
+    /// with the global --dir on a hugetlbfs mount every ring is huge).
+    #[arg(long, value_enum, default_value = "off")]
+    huge_pages: super::HugeArg,
+    /// Prefault the rings (MAP_POPULATE).
+    #[arg(long)]
+    populate: bool,
+    /// Lock the rings in memory (mlock).
+    #[arg(long)]
+    lock_memory: bool,
+}
+
+/// `--kind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum KindArg {
+    /// SPSC typed, frames and MPMC.
+    All,
+    /// Typed SPSC rings (round trips and u64 throughput).
+    Spsc,
+    /// Frame rings (throughput at --size, against pipe, socket, memcpy).
+    Frames,
+    /// MPMC rings (round trips, 1 and 2 producers).
+    Mpmc,
+}
+
+/// `--wait`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitArg {
+    /// spin, default and park.
+    All,
+    /// `WaitStrategy::Spin`.
+    Spin,
+    /// `WaitStrategy::Yield`.
+    Yield,
+    /// `WaitStrategy::Park` with no spinning: sleep at once.
+    Park,
+    /// The default strategy: spin 50 µs, then park.
+    Default,
+}
+
+impl WaitArg {
+    fn strategy(self) -> WaitStrategy {
+        match self {
+            WaitArg::Spin | WaitArg::All => WaitStrategy::Spin,
+            WaitArg::Yield => WaitStrategy::Yield,
+            WaitArg::Park => WaitStrategy::Park {
+                spin: Duration::ZERO,
+            },
+            WaitArg::Default => WaitStrategy::default(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WaitArg::Spin | WaitArg::All => "spin",
+            WaitArg::Yield => "yield",
+            WaitArg::Park => "park",
+            WaitArg::Default => "default",
+        }
+    }
+}
+
+fn err(what: impl Into<String>) -> Error {
+    Error::InvalidConfig { what: what.into() }
+}
+
+/// One measurement of the run.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    AtomicLimit,
+    FutexLimit,
+    SpscRtt(WaitArg),
+    MpmcRtt(WaitArg),
+    IdleCpu(WaitArg),
+    PipeRtt,
+    UnixRtt,
+    SpscU64,
+    SpscU64Batched,
+    Rtrb,
+    Frames,
+    PipeThroughput,
+    UnixThroughput,
+    Memcpy,
+    MpmcU64(u32),
+    ArrayQueue,
+}
+
+impl Step {
+    fn label(self) -> String {
+        match self {
+            Step::AtomicLimit => "atomic ping-pong (hardware limit)".into(),
+            Step::FutexLimit => "futex ping-pong (sleeping limit)".into(),
+            Step::SpscRtt(w) => format!("spsc round trip, {}", w.name()),
+            Step::MpmcRtt(w) => format!("mpmc round trip, {}", w.name()),
+            Step::IdleCpu(w) => format!("idle consumer CPU, {}", w.name()),
+            Step::PipeRtt => "pipe round trip".into(),
+            Step::UnixRtt => "unix socket round trip".into(),
+            Step::SpscU64 => "spsc u64 one by one".into(),
+            Step::SpscU64Batched => "spsc u64 batched".into(),
+            Step::Rtrb => "rtrb in-process".into(),
+            Step::Frames => "frames".into(),
+            Step::PipeThroughput => "pipe throughput".into(),
+            Step::UnixThroughput => "unix socket throughput".into(),
+            Step::Memcpy => "memcpy".into(),
+            Step::MpmcU64(p) => format!("mpmc u64, {p} producer(s)"),
+            Step::ArrayQueue => "crossbeam ArrayQueue in-process".into(),
+        }
+    }
+}
+
+/// The measurements `--kind` and `--wait` ask for, in order.
+fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
+    let waits = if wait == WaitArg::All {
+        vec![WaitArg::Spin, WaitArg::Default, WaitArg::Park]
+    } else {
+        vec![wait]
+    };
+    let has = |k: KindArg| kind == KindArg::All || kind == k;
+    let mut steps = vec![Step::AtomicLimit];
+    if has(KindArg::Spsc) {
+        steps.extend(waits.iter().map(|&w| Step::SpscRtt(w)));
+    }
+    if has(KindArg::Mpmc) {
+        // One strategy is enough to compare the kinds' round trips.
+        steps.push(Step::MpmcRtt(waits[0]));
+    }
+    steps.push(Step::FutexLimit);
+    steps.extend(waits.iter().map(|&w| Step::IdleCpu(w)));
+    steps.extend([Step::PipeRtt, Step::UnixRtt]);
+    if has(KindArg::Spsc) {
+        // Each shmring row next to its reference, so that a pair sees the
+        // same machine state.
+        steps.extend([Step::SpscU64, Step::Rtrb, Step::SpscU64Batched]);
+    }
+    if has(KindArg::Frames) {
+        steps.extend([
+            Step::UnixThroughput,
+            Step::Frames,
+            Step::Memcpy,
+            Step::PipeThroughput,
+        ]);
+    }
+    if has(KindArg::Mpmc) {
+        steps.extend([Step::MpmcU64(1), Step::ArrayQueue, Step::MpmcU64(2)]);
+    }
+    steps
+}
+
+pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
+    if !(0.05..=600.0).contains(&args.duration) {
+        return Err(err("--duration must be between 0.05 and 600 seconds"));
+    }
+    if args.size == 0 || args.size > 1 << 20 {
+        return Err(err("--size must be between 1 and 1048576 bytes"));
+    }
+    if !(1..=20).contains(&args.rounds) {
+        return Err(err("--rounds must be between 1 and 20"));
+    }
+    if !(2..=1 << 24).contains(&args.capacity) {
+        return Err(err("--capacity must be between 2 and 16777216 slots"));
+    }
+    let dur = Duration::from_secs_f64(args.duration);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let pinned = cores >= 2 && pin(0);
+    let n = Names {
+        prefix: format!("shmring-bench-{}", std::process::id()),
+        opts: SegmentOptions::new()
+            .dir(dir)
+            .huge_pages(args.huge_pages.into())
+            .populate(args.populate)
+            .lock_memory(args.lock_memory),
+    };
+    let size = args.size;
+    let tag = size_tag(size);
+    let cap = args.capacity;
+    let mut r = Report {
+        frame_size: size,
+        cpu: cpu_name(),
+        cores,
+        pinned,
+        backing: format!(
+            "dir {}, huge pages {:?}, populate {}, mlock {}",
+            dir.display(),
+            args.huge_pages,
+            args.populate,
+            args.lock_memory
+        ),
+        duration_s: args.duration,
+        rounds: args.rounds,
+        ..Report::default()
+    };
+    let steps = plan(args.kind, args.wait);
+    let progress = std::io::stderr().is_terminal() && !args.json;
+    let spsc_ring = (spsc::layout::<u64>(64)?, spsc::type_id::<u64>());
+    let mpmc_ring = (
+        mpmc::layout_with_roles::<u64>(64, 1, 1)?,
+        mpmc::type_id::<u64>(),
+    );
+    let rounds = args.rounds;
+    let dur = dur / rounds;
+    let total = steps.len() * rounds as usize;
+    let mut rtt: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut memcpy = Vec::new();
+    let mut done = 0;
+    for round in 0..rounds {
+        for &step in &steps {
+            done += 1;
+            if progress {
+                let bar = "#".repeat(done * 30 / total);
+                eprint!(
+                    "\r[{bar:<30}] {done}/{total} round {}: {:<40}",
+                    round + 1,
+                    step.label()
+                );
+            }
+            let mut put = |key: String, v: f64| tps.entry(key).or_default().push(v);
+            let mut pool = |key: String, v: Vec<u64>| rtt.entry(key).or_default().extend(v);
+            match step {
+                Step::AtomicLimit => pool("atomic_limit".into(), atomic_limit(dur, pinned)?),
+                Step::FutexLimit => pool("futex_limit".into(), futex_limit(dur, pinned)?),
+                Step::SpscRtt(w) => {
+                    let key = format!("shmring_{}", w.name());
+                    let p = ring_rtt::<Producer<u64>, Consumer<u64>>(
+                        &n,
+                        &key,
+                        spsc_ring,
+                        w.strategy(),
+                        dur,
+                        pinned,
+                    )?;
+                    pool(key, p);
+                }
+                Step::MpmcRtt(w) => {
+                    let key = format!("shmring_mpmc_{}", w.name());
+                    let p = ring_rtt::<mpmc::Producer<u64>, mpmc::Consumer<u64>>(
+                        &n,
+                        &key,
+                        mpmc_ring,
+                        w.strategy(),
+                        dur,
+                        pinned,
+                    )?;
+                    pool(key, p);
+                }
+                // Once is enough: it measures sleeping, not speed.
+                Step::IdleCpu(_) if round > 0 => {}
+                Step::IdleCpu(w) => {
+                    let pct = idle_cpu(&n, &format!("idle-{}", w.name()), w.strategy(), pinned)?;
+                    r.idle_cpu_percent.insert(w.name().into(), pct);
+                }
+                Step::PipeRtt => {
+                    let (a, b) = pipes()?;
+                    let mut b = Some(b);
+                    let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                    pool("pipe".into(), p);
+                }
+                Step::UnixRtt => {
+                    let (a, b) = socket_pair()?;
+                    let mut b = Some(b);
+                    let p = stream_rtt(dur, pinned, a, || b.take().expect("once"))?;
+                    pool("unix_socket".into(), p);
+                }
+                Step::SpscU64 => {
+                    let v = spsc_throughput(&n, dur, pinned, 1, cap)?;
+                    put("shmring_spsc_u64".into(), v);
+                }
+                Step::SpscU64Batched => {
+                    let v = spsc_throughput(&n, dur, pinned, 64, cap)?;
+                    put("shmring_spsc_u64_batched".into(), v);
+                }
+                Step::Rtrb => {
+                    let v = rtrb_throughput(dur, pinned, cap as usize);
+                    put("rtrb_u64_in_process".into(), v);
+                }
+                Step::Frames => {
+                    let v = frames_throughput(&n, dur, pinned, size)?;
+                    put(format!("shmring_frames_{tag}"), v);
+                }
+                Step::PipeThroughput => {
+                    let (a, b) = pipes()?;
+                    let mut b = Some(b);
+                    let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                    put(format!("pipe_{tag}"), v);
+                }
+                Step::UnixThroughput => {
+                    let (a, b) = socket_pair()?;
+                    let mut b = Some(b);
+                    let v = stream_throughput(dur, pinned, size, a, || b.take().expect("once"))?;
+                    put(format!("unix_socket_{tag}"), v);
+                }
+                Step::Memcpy => memcpy.push(memcpy_gb_per_s(size, dur)),
+                Step::MpmcU64(p) => {
+                    let v = mpmc_throughput(&n, dur, pinned, p, cap)?;
+                    let key = if p == 1 {
+                        "shmring_mpmc_u64".to_string()
+                    } else {
+                        format!("shmring_mpmc_u64_{p}p")
+                    };
+                    put(key, v);
+                }
+                Step::ArrayQueue => {
+                    let v = array_queue_throughput(dur, pinned, cap as usize);
+                    put("crossbeam_array_queue_u64_in_process".into(), v);
+                }
+            }
+        }
+    }
+    for (key, samples) in rtt {
+        r.rtt_ns.insert(key, percentiles(samples));
+    }
+    for (key, runs) in &tps {
+        r.throughput_msgs_per_s
+            .insert(key.clone(), median(runs.clone()));
+    }
+    r.throughput_rounds = tps;
+    r.memcpy_rounds = memcpy.clone();
+    if let Some(fr) = r
+        .throughput_msgs_per_s
+        .get(&format!("shmring_frames_{tag}"))
+    {
+        r.frames_gb
+            .insert(format!("frames_{tag}_gb_per_s"), fr * size as f64 / 1e9);
+    }
+    if !memcpy.is_empty() {
+        r.memcpy_gb_per_s = Some(median(memcpy));
+    }
+    if progress {
+        eprintln!();
+    }
+    r.targets = targets(&r, &tag);
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot_svg(&r))
+            .map_err(|e| Error::io(path.display().to_string(), "write", e))?;
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&r).map_err(|e| err(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print_report(&r, &tag);
+        if let Some(path) = &args.plot {
+            println!("latency plot: {}", path.display());
+        }
+    }
+    Ok(())
+}

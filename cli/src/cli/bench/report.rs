@@ -1,0 +1,236 @@
+//! The bench's report: its figures (printed as JSON with `--json`), issue
+//! 7's performance targets judged from them, and the printed table.
+
+use super::*;
+
+/// One performance target of issue 7, checked against this run.
+#[derive(Serialize, Clone, Debug)]
+pub(super) struct Target {
+    pub(super) what: &'static str,
+    /// The measured ratio.
+    pub(super) ratio: f64,
+    /// The bound it must meet.
+    pub(super) goal: &'static str,
+    pub(super) met: bool,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub(super) struct Report {
+    pub(super) rtt_ns: BTreeMap<String, Percentiles>,
+    pub(super) throughput_msgs_per_s: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) memcpy_gb_per_s: Option<f64>,
+    /// `frames_<size>_gb_per_s`, e.g. `frames_4k_gb_per_s`.
+    #[serde(flatten)]
+    pub(super) frames_gb: BTreeMap<String, f64>,
+    pub(super) frame_size: usize,
+    pub(super) cpu: String,
+    pub(super) cores: usize,
+    pub(super) pinned: bool,
+    pub(super) idle_cpu_percent: BTreeMap<String, f64>,
+    pub(super) targets: Vec<Target>,
+    /// The rings' directory and backing options.
+    pub(super) backing: String,
+    /// Seconds per measurement, over all rounds.
+    pub(super) duration_s: f64,
+    /// Interleaved rounds each measurement was split into.
+    pub(super) rounds: u32,
+    /// Each throughput's value in every round (targets compare rounds
+    /// pairwise: neighbours in time see the same machine state).
+    #[serde(skip)]
+    pub(super) throughput_rounds: BTreeMap<String, Vec<f64>>,
+    #[serde(skip)]
+    pub(super) memcpy_rounds: Vec<f64>,
+}
+
+/// Issue 7's performance targets, for the rows this run measured.
+pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
+    let rtt = |k: &str| r.rtt_ns.get(k).map(|p| p.p50).filter(|v| *v > 0.0);
+    // The median over rounds of a / b, each pair measured in one round.
+    let rounds = |k: &str| r.throughput_rounds.get(k).filter(|v| !v.is_empty());
+    let per_round = |a: &[f64], b: &[f64], scale: f64| {
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a * scale / b)
+            .collect();
+        (!ratios.is_empty()).then(|| median(ratios))
+    };
+    let tp_ratio = |a: &str, b: &str| per_round(rounds(a)?, rounds(b)?, 1.0);
+    let mut out = Vec::new();
+    let mut at_most = |what, goal, bound: f64, ratio: Option<f64>| {
+        if let Some(ratio) = ratio {
+            out.push(Target {
+                what,
+                ratio,
+                goal,
+                met: ratio <= bound,
+            });
+        }
+    };
+    let spin = rtt("shmring_spin");
+    at_most(
+        "shmring_spin p50 / atomic_limit p50",
+        "<= 1.3",
+        1.3,
+        spin.zip(rtt("atomic_limit")).map(|(a, b)| a / b),
+    );
+    at_most(
+        "shmring_park p50 / futex_limit p50",
+        "<= 1.1",
+        1.1,
+        rtt("shmring_park")
+            .zip(rtt("futex_limit"))
+            .map(|(a, b)| a / b),
+    );
+    at_most(
+        "shmring_default p50 / shmring_spin p50 (steady ping-pong)",
+        "<= 1.1",
+        1.1,
+        rtt("shmring_default").zip(spin).map(|(a, b)| a / b),
+    );
+    at_most(
+        "idle consumer CPU with the default strategy, % of a core",
+        "<= 2",
+        2.0,
+        r.idle_cpu_percent.get("default").copied(),
+    );
+    let mut at_least = |what, goal, bound: f64, ratio: Option<f64>| {
+        if let Some(ratio) = ratio {
+            out.push(Target {
+                what,
+                ratio,
+                goal,
+                met: ratio >= bound,
+            });
+        }
+    };
+    at_least(
+        "pipe p50 / shmring_spin p50",
+        ">= 20",
+        20.0,
+        rtt("pipe").zip(spin).map(|(a, b)| a / b),
+    );
+    at_least(
+        "unix_socket p50 / shmring_spin p50",
+        ">= 20",
+        20.0,
+        rtt("unix_socket").zip(spin).map(|(a, b)| a / b),
+    );
+    at_least(
+        "shmring_spsc_u64 (2 processes) / rtrb (2 threads), median of rounds",
+        ">= 1.0",
+        1.0,
+        tp_ratio("shmring_spsc_u64", "rtrb_u64_in_process"),
+    );
+    at_least(
+        "shmring_spsc_u64_batched / shmring_spsc_u64, median of rounds",
+        ">= 2",
+        2.0,
+        tp_ratio("shmring_spsc_u64_batched", "shmring_spsc_u64"),
+    );
+    let frames = format!("shmring_frames_{tag}");
+    at_least(
+        "frames GB/s / single-core memcpy GB/s, median of rounds",
+        ">= 0.5",
+        0.5,
+        rounds(&frames).and_then(|f| per_round(f, &r.memcpy_rounds, r.frame_size as f64 / 1e9)),
+    );
+    at_least(
+        "frames msgs/s / unix socket msgs/s, median of rounds",
+        ">= 10",
+        10.0,
+        tp_ratio(&frames, &format!("unix_socket_{tag}")),
+    );
+    at_least(
+        "shmring_mpmc_u64 (2 processes) / ArrayQueue (2 threads), median of rounds",
+        ">= 0.8",
+        0.8,
+        tp_ratio("shmring_mpmc_u64", "crossbeam_array_queue_u64_in_process"),
+    );
+    out
+}
+
+pub(super) fn size_tag(size: usize) -> String {
+    if size.is_multiple_of(1024) {
+        format!("{}k", size / 1024)
+    } else {
+        format!("{size}b")
+    }
+}
+
+pub(super) fn print_report(r: &Report, tag: &str) {
+    println!(
+        "shmring bench: {} ({} cores{}), {} s per measurement in {} interleaved rounds",
+        r.cpu,
+        r.cores,
+        if r.pinned {
+            ", pinned to cores 0 and 1"
+        } else {
+            ", not pinned"
+        },
+        r.duration_s,
+        r.rounds
+    );
+    println!("rings: {}", r.backing);
+    println!();
+    let limit = r.rtt_ns.get("atomic_limit").map(|p| p.p50).unwrap_or(0.0);
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>12}",
+        "round trip (ns)", "p50", "p99", "p99.9", "p50 / limit"
+    );
+    let mut rows: Vec<(&String, &Percentiles)> = r.rtt_ns.iter().collect();
+    rows.sort_by(|a, b| a.1.p50.total_cmp(&b.1.p50));
+    for (key, p) in rows {
+        println!(
+            "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x",
+            key,
+            p.p50,
+            p.p99,
+            p.p999,
+            if limit > 0.0 { p.p50 / limit } else { 0.0 }
+        );
+    }
+    println!();
+    let socket = r
+        .throughput_msgs_per_s
+        .get(&format!("unix_socket_{tag}"))
+        .copied()
+        .unwrap_or(0.0);
+    println!("{:<38} {:>16} {:>10}", "throughput", "msgs/s", "vs socket");
+    for (k, v) in &r.throughput_msgs_per_s {
+        let vs = if k.ends_with(tag) && socket > 0.0 {
+            format!("{:.1}x", v / socket)
+        } else {
+            "-".into()
+        };
+        println!("{k:<38} {v:>16.0} {vs:>10}");
+    }
+    if let (Some(gb), Some(m)) = (
+        r.frames_gb.get(&format!("frames_{tag}_gb_per_s")),
+        r.memcpy_gb_per_s,
+    ) {
+        println!(
+            "{tag} frames: {gb:.2} GB/s; a single-core memcpy of {} bytes: {m:.2} GB/s",
+            r.frame_size
+        );
+    }
+    let idle: Vec<String> = r
+        .idle_cpu_percent
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}%"))
+        .collect();
+    println!("idle consumer CPU (percent of a core): {}", idle.join(", "));
+    println!();
+    println!("targets (issue 7):");
+    for t in &r.targets {
+        println!(
+            "  {:<72} {:>8.2} {:<7} {}",
+            t.what,
+            t.ratio,
+            t.goal,
+            if t.met { "met" } else { "MISSED" }
+        );
+    }
+}

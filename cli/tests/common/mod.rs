@@ -1,0 +1,38 @@
+//! Helpers of the CLI tests: the library's shared test helpers
+//! (tests/common/mod.rs at the repository root) plus the ones that run the
+//! `shmring` binary, which only this package builds.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[path = "../../../tests/common/mod.rs"]
+mod shared;
+pub use shared::*;
+
+/// The `shmring` binary built for these tests.
+pub fn shmring_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shmring"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `shmring --dir DIR args...` to completion (bounded) and returns
+/// (exit code, stdout, stderr).
+pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let child = shmring_bin()
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shmring");
+    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
