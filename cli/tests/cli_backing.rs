@@ -32,10 +32,10 @@ fn require_without_huge_pages_fails_and_prefer_falls_back_and_says_why() {
     let require = SegmentOptions::new()
         .dir(&dir.path)
         .huge_pages(HugePages::Require)
-        .create("req", &layout, spsc::type_id::<u64>());
+        .create("req", &shmring::raw::typed_spec::<u64>(&layout));
     if thp_usable {
         let seg = require.unwrap();
-        assert_eq!(seg.layout().total_size, 2 << 20);
+        assert_eq!(seg.layout().total_size(), 2 << 20);
     } else {
         match require {
             Err(e @ Error::HugePagesUnavailable { .. }) => {
@@ -48,7 +48,7 @@ fn require_without_huge_pages_fails_and_prefer_falls_back_and_says_why() {
     let seg = SegmentOptions::new()
         .dir(&dir.path)
         .huge_pages(HugePages::Prefer)
-        .create("pref", &layout, spsc::type_id::<u64>())
+        .create("pref", &shmring::raw::typed_spec::<u64>(&layout))
         .unwrap();
     let info = shmring::segment::inspect(&dir.path, "pref").unwrap();
     assert_eq!(info.huge_pages.as_deref(), Some("prefer"));
@@ -66,7 +66,7 @@ fn require_without_huge_pages_fails_and_prefer_falls_back_and_says_why() {
     let free = meminfo("HugePages_Free:");
     let anon = SegmentOptions::new()
         .huge_pages(HugePages::Require)
-        .create_anonymous("thp-test", &layout, spsc::type_id::<u64>());
+        .create_anonymous("thp-test", &shmring::raw::typed_spec::<u64>(&layout));
     if free == 0 {
         assert!(
             matches!(anon, Err(Error::HugePagesUnavailable { .. })),

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use shmring::header::{VERSION_MAJOR, VERSION_MINOR};
+use shmring::raw::{VERSION_MAJOR, VERSION_MINOR};
 use shmring::segment::{self, Status};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
@@ -22,7 +22,12 @@ fn opts(dir: &TestDir) -> SegmentOptions {
 /// A valid persistent ring, to be damaged by the test.
 fn make_ring(dir: &TestDir, name: &str) -> Layout {
     let layout = Layout::new(Kind::Spsc, 1024, 8, 8).unwrap();
-    drop(opts(dir).persistent(true).create(name, &layout, 1).unwrap());
+    drop(
+        opts(dir)
+            .persistent(true)
+            .create(name, &shmring::raw::bytes_spec(&layout))
+            .unwrap(),
+    );
     layout
 }
 
@@ -114,8 +119,8 @@ fn file_shorter_than_the_header() {
 fn file_shorter_than_its_recorded_size() {
     let dir = TestDir::new("trunc");
     let layout = make_ring(&dir, "x");
-    assert!(layout.total_size > 8192);
-    let short = layout.total_size - 4096;
+    assert!(layout.total_size() > 8192);
+    let short = layout.total_size() - 4096;
     std::fs::OpenOptions::new()
         .write(true)
         .open(dir.file("x"))
@@ -126,7 +131,7 @@ fn file_shorter_than_its_recorded_size() {
         Err(Error::SizeMismatch {
             recorded, actual, ..
         }) => {
-            assert_eq!((recorded, actual), (layout.total_size, short));
+            assert_eq!((recorded, actual), (layout.total_size(), short));
         }
         other => panic!("expected SizeMismatch, got {other:?}"),
     }
@@ -167,7 +172,7 @@ fn bad_names() {
     for name in ["", "a/b", "..", &"n".repeat(300)] {
         assert!(
             matches!(
-                opts(&dir).create(name, &layout, 1),
+                opts(&dir).create(name, &shmring::raw::bytes_spec(&layout)),
                 Err(Error::InvalidName { .. })
             ),
             "{name:?}"
@@ -234,7 +239,7 @@ fn full_tmpfs_is_no_space_not_sigbus() {
     let o = SegmentOptions::new().dir(&fs.dir.path);
     // Larger than the whole mount: refused by the free-space check.
     let big = Layout::new(Kind::Frames, 4 << 20, 1, 1).unwrap();
-    match o.create("big", &big, 0) {
+    match o.create("big", &shmring::raw::bytes_spec(&big)) {
         Err(e @ Error::NoSpace { .. }) => {
             let text = e.to_string();
             assert!(
@@ -246,9 +251,9 @@ fn full_tmpfs_is_no_space_not_sigbus() {
     }
     // Two that each fit but not together: the second fails at once.
     let half = Layout::new(Kind::Frames, 512 << 10, 1, 1).unwrap();
-    let first = o.create("a", &half, 0).unwrap();
+    let first = o.create("a", &shmring::raw::bytes_spec(&half)).unwrap();
     assert!(matches!(
-        o.create("b", &half, 0),
+        o.create("b", &shmring::raw::bytes_spec(&half)),
         Err(Error::NoSpace { .. })
     ));
     let (code, _, err) = shmring(

@@ -25,7 +25,7 @@ fn crash_child() {
     let dir = env_str("CRASH_DIR");
     let seg = SegmentOptions::new()
         .dir(&dir)
-        .open_or_create("r", &layout(), 1)
+        .open_or_create("r", &shmring::raw::bytes_spec(&layout()))
         .unwrap();
     println!("attached {}", seg.inode());
     loop {

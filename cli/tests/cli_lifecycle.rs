@@ -15,7 +15,9 @@ fn layout() -> Layout {
 fn stat_reports_attached_processes_from_another_process() {
     let dir = TestDir::new("statpids");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let seg = opts.create("r", &layout(), 1).unwrap();
+    let seg = opts
+        .create("r", &shmring::raw::bytes_spec(&layout()))
+        .unwrap();
     let (code, out, err) = shmring(&dir.path, &["stat", "r", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -69,6 +69,13 @@ pub struct Inspection {
     /// Bytes of one message (typed rings).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub slot_size: Option<u32>,
+    /// The message type's name (`Message::NAME`), as recorded by rings
+    /// of layout 1.2 and later; none for byte rings.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub message_name: Option<String>,
+    /// The message type's 64-bit id (typed rings).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub message_id: Option<String>,
     /// Size of the object (`fstat`).
     pub size_bytes: u64,
     /// Kept when the last user detaches.
@@ -152,6 +159,8 @@ impl Inspection {
             version: None,
             capacity: None,
             slot_size: None,
+            message_name: None,
+            message_id: None,
             size_bytes: 0,
             persistent: false,
             len: None,
@@ -326,6 +335,10 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     info.capacity = Some(layout.capacity);
     if layout.kind != layout::Kind::Frames {
         info.slot_size = Some(layout.slot_size);
+    }
+    info.message_name = desc.type_name();
+    if desc.type_id != 0 {
+        info.message_id = Some(format!("{:#018x}", desc.type_id));
     }
     if layout.kind == layout::Kind::Mpmc {
         let stats = layout.control_offset + (layout::MPMC_STATS_LINE * LINE) as u64;

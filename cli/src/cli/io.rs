@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmring::frames::{FrameConsumer, FrameProducer, ReserveError};
+use shmring::frames::{self, FramePushError};
 use shmring::mpmc::{BytesConsumer, BytesProducer};
 use shmring::spsc::PopError;
 use shmring::wait::WaitStrategy;
@@ -17,7 +17,7 @@ fn attach(
     create: Option<Layout>,
 ) -> Result<Arc<Segment>, Error> {
     let seg = match create {
-        Some(layout) => opts.open_or_create(name, &layout, 0)?,
+        Some(layout) => opts.open_or_create(name, &shmring::raw::bytes_spec(&layout))?,
         None => opts.open(name)?,
     };
     Ok(Arc::new(seg))
@@ -46,7 +46,7 @@ fn corrupted(seg: &Segment, what: String) -> Error {
 
 /// The sending half of a frame ring or of a byte-slot MPMC ring.
 enum Tx {
-    Frames(FrameProducer),
+    Frames(frames::Producer),
     Mpmc(BytesProducer),
 }
 
@@ -54,7 +54,7 @@ impl Tx {
     fn attach(seg: &Arc<Segment>) -> Result<Tx, Error> {
         Ok(match seg.layout().kind() {
             Kind::Mpmc => Tx::Mpmc(BytesProducer::attach(seg.clone())?),
-            _ => Tx::Frames(FrameProducer::attach(seg.clone())?),
+            _ => Tx::Frames(frames::Producer::attach(seg.clone())?),
         })
     }
 
@@ -65,10 +65,10 @@ impl Tx {
         }
     }
 
-    fn send_timeout(&mut self, msg: &[u8], limit: Option<Duration>) -> Result<(), ReserveError> {
+    fn send_timeout(&mut self, msg: &[u8], limit: Option<Duration>) -> Result<(), FramePushError> {
         match self {
-            Tx::Frames(t) => t.send_timeout(msg, limit),
-            Tx::Mpmc(t) => t.send_timeout(msg, limit),
+            Tx::Frames(t) => t.push_timeout(msg, limit),
+            Tx::Mpmc(t) => t.push_timeout(msg, limit),
         }
     }
 
@@ -81,7 +81,7 @@ impl Tx {
 
     fn is_drained(&self) -> bool {
         match self {
-            Tx::Frames(t) => t.is_drained(),
+            Tx::Frames(t) => t.is_empty(),
             Tx::Mpmc(t) => t.is_empty(),
         }
     }
@@ -89,7 +89,7 @@ impl Tx {
 
 /// The receiving half of a frame ring or of a byte-slot MPMC ring.
 enum Rx {
-    Frames(FrameConsumer),
+    Frames(frames::Consumer),
     Mpmc(BytesConsumer),
 }
 
@@ -97,7 +97,7 @@ impl Rx {
     fn attach(seg: &Arc<Segment>) -> Result<Rx, Error> {
         Ok(match seg.layout().kind() {
             Kind::Mpmc => Rx::Mpmc(BytesConsumer::attach(seg.clone())?),
-            _ => Rx::Frames(FrameConsumer::attach(seg.clone())?),
+            _ => Rx::Frames(frames::Consumer::attach(seg.clone())?),
         })
     }
 
@@ -116,7 +116,7 @@ impl Rx {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<Result<(), PopError>, Error> {
         match self {
-            Rx::Frames(r) => match r.read_timeout(timeout) {
+            Rx::Frames(r) => match r.read_chunk_timeout(timeout) {
                 Ok(frame) => {
                     sink(&frame)?;
                     frame.release();
@@ -124,7 +124,7 @@ impl Rx {
                 }
                 Err(e) => Ok(Err(e)),
             },
-            Rx::Mpmc(r) => match r.recv_timeout(buf, timeout) {
+            Rx::Mpmc(r) => match r.pop_timeout(buf, timeout) {
                 Ok(()) => sink(buf).map(Ok),
                 Err(e) => Ok(Err(e)),
             },
@@ -166,27 +166,29 @@ pub(super) fn send(
         }
         match tx.send_timeout(&line, limit) {
             Ok(()) => {}
-            Err(ReserveError::Timeout) => {
+            Err(FramePushError::Timeout) => {
                 return Err(timeout_error(
                     &seg,
                     "waiting for space in the ring",
                     limit.unwrap_or_default(),
                 ));
             }
-            Err(ReserveError::Full | ReserveError::Disconnected) => return Err(disconnected(&seg)),
-            Err(ReserveError::TooLarge { len, max }) if seg.layout().kind() == Kind::Mpmc => {
+            Err(FramePushError::Full | FramePushError::Disconnected) => {
+                return Err(disconnected(&seg));
+            }
+            Err(FramePushError::TooLarge { len, max }) if seg.layout().kind() == Kind::Mpmc => {
                 return Err(Error::InvalidConfig {
                     what: format!(
                         "a {len}-byte line does not fit this ring's slots (at most {max} bytes each); create it with a larger --slot-size"
                     ),
                 });
             }
-            Err(e @ ReserveError::TooLarge { .. }) => {
+            Err(e @ FramePushError::TooLarge { .. }) => {
                 return Err(Error::InvalidConfig {
                     what: e.to_string(),
                 });
             }
-            Err(ReserveError::Corrupted(w)) => return Err(corrupted(&seg, w)),
+            Err(FramePushError::Corrupted(w)) => return Err(corrupted(&seg, w)),
         }
     }
     // A non-persistent ring disappears with its last user: stay until the

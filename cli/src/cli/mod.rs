@@ -330,7 +330,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 .options(&dir)
                 .mode(mode)
                 .persistent(true)
-                .create(&name, &layout, 0)?;
+                .create(&name, &shmring::raw::bytes_spec(&layout))?;
             let info = segment::inspect(&dir, &name)?;
             drop(seg);
             if json {
@@ -437,6 +437,12 @@ fn print_stat(i: &Inspection) {
     line("version", opt(i.version.clone()));
     line("capacity", opt(i.capacity));
     line("slot_size", opt(i.slot_size));
+    if let Some(name) = &i.message_name {
+        line("message", name.clone());
+    }
+    if let Some(id) = &i.message_id {
+        line("message_id", id.clone());
+    }
     line("size_bytes", i.size_bytes.to_string());
     line("persistent", i.persistent.to_string());
     line("len", opt(i.len));

@@ -91,17 +91,16 @@ pub(super) struct Names {
 }
 
 impl Names {
-    pub(super) fn seg(
-        &self,
-        tag: &str,
-        layout: &shmring::Layout,
-        type_id: u64,
-    ) -> Result<Arc<Segment>, Error> {
-        Ok(Arc::new(self.opts.create(
-            &format!("{}-{tag}", self.prefix),
-            layout,
-            type_id,
-        )?))
+    /// Creates the ring `tag` of `layout` carrying u64 (typed kinds) or
+    /// bytes (frames).
+    pub(super) fn seg(&self, tag: &str, layout: &shmring::Layout) -> Result<Arc<Segment>, Error> {
+        let spec = match layout.kind() {
+            shmring::Kind::Frames => shmring::raw::bytes_spec(layout),
+            _ => shmring::raw::typed_spec::<u64>(layout),
+        };
+        Ok(Arc::new(
+            self.opts.create(&format!("{}-{tag}", self.prefix), &spec)?,
+        ))
     }
 
     pub(super) fn open(&self, tag: &str) -> Arc<Segment> {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
+use shmring::frames::{self, FramePushError};
 use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::wait::{WaitStrategy, raw};
 use shmring::{Error, Segment, SegmentOptions, mpmc};
@@ -258,11 +258,8 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     };
     let steps = plan(args.kind, args.wait);
     let progress = std::io::stderr().is_terminal() && !args.json;
-    let spsc_ring = (spsc::layout::<u64>(64)?, spsc::type_id::<u64>());
-    let mpmc_ring = (
-        mpmc::layout_with_roles::<u64>(64, 1, 1)?,
-        mpmc::type_id::<u64>(),
-    );
+    let spsc_ring = spsc::layout::<u64>(64)?;
+    let mpmc_ring = mpmc::layout_with_roles::<u64>(64, 1, 1)?;
     let rounds = args.rounds;
     let dur = dur / rounds;
     let total = steps.len() * rounds as usize;

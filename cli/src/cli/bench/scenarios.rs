@@ -93,14 +93,14 @@ ping_halves!(mpmc::Producer<u64>, mpmc::Consumer<u64>);
 pub(super) fn ring_rtt<Tx: PingTx, Rx: PingRx>(
     n: &Names,
     tag: &str,
-    (layout, type_id): (shmring::Layout, u64),
+    layout: shmring::Layout,
     strategy: WaitStrategy,
     dur: Duration,
     pinned: bool,
 ) -> Result<Vec<u64>, Error> {
     let (ping_name, pong_name) = (format!("{tag}-ping"), format!("{tag}-pong"));
-    let ping = n.seg(&ping_name, &layout, type_id)?;
-    let pong = n.seg(&pong_name, &layout, type_id)?;
+    let ping = n.seg(&ping_name, &layout)?;
+    let pong = n.seg(&pong_name, &layout)?;
     let child = fork(pinned, || {
         let mut rx = Rx::attach_to(n.open(&ping_name), strategy).expect("ping consumer");
         let mut tx = Tx::attach_to(n.open(&pong_name), strategy).expect("pong producer");
@@ -172,7 +172,7 @@ pub(super) fn idle_cpu(
     strategy: WaitStrategy,
     pinned: bool,
 ) -> Result<f64, Error> {
-    let seg = n.seg(tag, &spsc::layout::<u64>(64)?, spsc::type_id::<u64>())?;
+    let seg = n.seg(tag, &spsc::layout::<u64>(64)?)?;
     let tx = Producer::<u64>::attach(seg)?;
     let child = fork(pinned, || {
         let mut rx = Consumer::<u64>::attach(n.open(tag)).expect("consumer");
@@ -281,7 +281,7 @@ pub(super) fn spsc_throughput(
     cap: u64,
 ) -> Result<f64, Error> {
     let tag = format!("tp{batch}");
-    let seg = n.seg(&tag, &spsc::layout::<u64>(cap)?, spsc::type_id::<u64>())?;
+    let seg = n.seg(&tag, &spsc::layout::<u64>(cap)?)?;
     let child = fork(pinned, || {
         let mut tx = Producer::<u64>::attach(n.open(&tag)).expect("producer");
         send_u64s(dur, batch, |b| {
@@ -320,11 +320,7 @@ pub(super) fn mpmc_throughput(
     cap: u64,
 ) -> Result<f64, Error> {
     let tag = format!("mpmc-tp{producers}");
-    let seg = n.seg(
-        &tag,
-        &mpmc::layout_with_roles::<u64>(cap, producers, 1)?,
-        mpmc::type_id::<u64>(),
-    )?;
+    let seg = n.seg(&tag, &mpmc::layout_with_roles::<u64>(cap, producers, 1)?)?;
     let mut children = Vec::new();
     for _ in 0..producers {
         children.push(fork(pinned, || {
@@ -423,30 +419,30 @@ pub(super) fn frames_throughput(
     size: usize,
 ) -> Result<f64, Error> {
     let bytes = (size as u64 * 64).next_power_of_two().max(1 << 16);
-    let seg = n.seg("frames", &frames::layout(bytes)?, 0)?;
+    let seg = n.seg("frames", &frames::layout(bytes)?)?;
     let child = fork(pinned, || {
-        let mut tx = FrameProducer::attach(n.open("frames")).expect("producer");
+        let mut tx = frames::Producer::attach(n.open("frames")).expect("producer");
         let src = vec![0x5au8; size];
         let end = Instant::now() + dur + Duration::from_millis(200);
         while Instant::now() < end {
             for _ in 0..256 {
-                match tx.reserve(size) {
+                match tx.write_chunk(size) {
                     Ok(mut g) => {
                         g.copy_from_slice(&src);
                         g.commit();
                     }
-                    Err(ReserveError::Full) => std::hint::spin_loop(),
+                    Err(FramePushError::Full) => std::hint::spin_loop(),
                     Err(_) => return,
                 }
             }
         }
     })?;
-    let mut rx = FrameConsumer::attach(seg)?;
+    let mut rx = frames::Consumer::attach(seg)?;
     let mut dst = vec![0u8; size];
-    let count = count_for(dur, |spins| match rx.read() {
+    let count = count_for(dur, |spins| match rx.read_chunk() {
         Ok(f) => {
             dst.copy_from_slice(&f);
-            f.release();
+            drop(f); // consumes the frame
             1
         }
         Err(TryPopError::Empty) => {
