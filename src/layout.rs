@@ -338,6 +338,7 @@ const _: () = {
 
 /// The live line of the header: atomics only.
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct Live {
     /// [`STATE_INITIALIZING`] until the creator publishes [`STATE_READY`]
     /// with a release store (after every other header and ring word is
@@ -375,6 +376,7 @@ const _: () = {
 /// "detached" mark so a peer can tell "gone" from "crashed" without a system
 /// call.
 #[repr(C, align(64))]
+#[derive(Debug)]
 pub struct RoleRecord {
     /// Pid of the current or last holder (0: never held).
     pub pid: AtomicU32,
@@ -403,6 +405,7 @@ pub const ROLE_DETACHED: u32 = 2;
 /// SPSC/frames producer line: written only by the producer (and by
 /// sleepers registering in `data_waiters`).
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct ProducerLine {
     /// Next position to be written (published with release).
     pub(crate) tail: ring_atomic::AtomicU64,
@@ -416,6 +419,7 @@ pub struct ProducerLine {
 /// SPSC/frames consumer line: written only by the consumer (and by
 /// sleepers registering in `space_waiters`).
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct ConsumerLine {
     /// Next position to be read (released with release).
     pub(crate) head: ring_atomic::AtomicU64,
@@ -428,6 +432,7 @@ pub struct ConsumerLine {
 /// One direction's wait line. Atomics only. Touched only when someone
 /// sleeps or wakes, never per message (see [`crate::wait`]).
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct WaitLine {
     /// The futex word: bumped by a publisher that found waiters.
     pub(crate) seq: ring_atomic::AtomicU32,
@@ -443,6 +448,7 @@ pub struct WaitLine {
 
 /// The control area of an SPSC or frame ring.
 #[repr(C)]
+#[derive(Debug)]
 pub struct SpscControl {
     /// Line 0.
     pub(crate) producer: ProducerLine,
@@ -457,6 +463,7 @@ pub const SPSC_CONTROL_SIZE: usize = 4 * LINE;
 
 /// MPMC enqueue line: the producers' claim index.
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct EnqueueLine {
     /// Next position to claim for writing.
     pub(crate) tail: ring_atomic::AtomicU64,
@@ -468,6 +475,7 @@ pub struct EnqueueLine {
 
 /// MPMC dequeue line: the consumers' claim index.
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct DequeueLine {
     /// Next position to claim for reading.
     pub(crate) head: ring_atomic::AtomicU64,
@@ -479,6 +487,7 @@ pub struct DequeueLine {
 
 /// The MPMC statistics line.
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct Stats {
     /// Slots skipped because their producer died before publishing.
     pub(crate) skipped: ring_atomic::AtomicU64,
@@ -490,6 +499,7 @@ pub struct Stats {
 /// role, producers first). Written only by the role's holder, and by a new
 /// holder that clears a dead predecessor's record.
 #[repr(C, align(128))]
+#[derive(Debug)]
 pub struct ClaimLine {
     /// First position being claimed, plus one; 0: no claim in progress.
     /// Stored (relaxed) before the claiming CAS, whose release publishes
@@ -501,6 +511,7 @@ pub struct ClaimLine {
 
 /// The fixed part of an MPMC ring's control area; the claim lines follow.
 #[repr(C)]
+#[derive(Debug)]
 pub struct MpmcControl {
     /// Line 0.
     pub(crate) enqueue: EnqueueLine,

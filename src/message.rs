@@ -130,21 +130,23 @@
 //! (`sizeof`, `_Alignof`; `struct.calcsize` / `ctypes.alignment` in
 //! Python). The id is stored in the `type_id` field of the ring's
 //! [`Descriptor`](crate::raw::Descriptor) (a `u64` at byte offset 48, in
-//! host byte order). Pass it when creating or attaching to a ring:
+//! host byte order), and the name in its `type_name` field (64 bytes at
+//! offset 128, zero-padded; layout 1.2 and later). A ring records both when
+//! it is created, and every handle checks them when it attaches:
 //!
-//! ```no_run
-//! use std::sync::Arc;
-//! use shmring::spsc::{self, Producer};
-//! use shmring::{SegmentOptions, TypeIdentity};
+//! ```
+//! # fn main() -> Result<(), shmring::Error> {
 //! # #[derive(Clone, Copy, shmring::Message)]
 //! # #[repr(C)]
 //! # #[message(name = "quote/v1")]
 //! # struct Quote { bid: f64, ask: f64, size: u32, venue: u32 }
+//! use shmring::TypeIdentity;
 //!
-//! let id = TypeIdentity::of::<Quote>().id();
-//! let seg = SegmentOptions::new().open_or_create("quotes", &spsc::layout::<Quote>(1024)?, id)?;
-//! let mut tx = Producer::<Quote>::attach_with_type_id(Arc::new(seg), id)?;
-//! # Ok::<(), shmring::Error>(())
+//! let (tx, _rx) = shmring::spsc::anonymous::<Quote>(16)?;
+//! let desc = tx.segment().descriptor();
+//! assert_eq!(desc.type_id, TypeIdentity::of::<Quote>().id());
+//! assert_eq!(desc.type_name().as_deref(), Some("quote/v1"));
+//! # Ok(()) }
 //! ```
 //!
 //! # What the derive refuses

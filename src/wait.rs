@@ -164,6 +164,13 @@ impl Event<'_> {
 #[cfg(not(loom))]
 pub struct ReadyEvent<'a>(pub(crate) Event<'a>);
 
+#[cfg(not(loom))]
+impl std::fmt::Debug for ReadyEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyEvent")
+    }
+}
+
 /// A consumer that [`select`] can wait on. Implemented by the typed and the
 /// frame consumers.
 #[cfg(not(loom))]

@@ -40,6 +40,15 @@ pub struct Shape {
     pub(crate) init: fn(&Segment) -> Result<()>,
 }
 
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shape")
+            .field("layout", &self.layout)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shape {
     /// What the segment needs to create the ring.
     pub(crate) fn spec(&self) -> RingSpec<'_> {

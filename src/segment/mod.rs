@@ -102,14 +102,20 @@ pub fn zeroed(_: &Segment) -> Result<()> {
     Ok(())
 }
 
-/// How to create or attach to a ring's shared-memory object.
+/// How to create or attach to a ring's shared-memory object: the segment
+/// level, below the ring handles (whose builders use it). Tools make rings
+/// of a given [`Layout`] with a [`RingSpec`] from [`crate::raw`]:
 ///
-/// ```no_run
+/// ```
+/// # fn main() -> Result<(), shmring::Error> {
+/// # let name = &format!("doc-segment-{}", std::process::id());
 /// use shmring::{Kind, Layout, SegmentOptions};
 /// let layout = Layout::new(Kind::Frames, 1 << 16, 1, 1)?;
-/// let seg = SegmentOptions::new().persistent(true).open_or_create("feed", &layout, 0)?;
+/// let seg = SegmentOptions::new().open_or_create(name, &shmring::raw::bytes_spec(&layout))?;
 /// assert!(seg.is_current());
-/// # Ok::<(), shmring::Error>(())
+/// let rx = shmring::frames::Consumer::attach(std::sync::Arc::new(seg))?;
+/// # drop(rx);
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct SegmentOptions {
