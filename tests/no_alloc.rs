@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use common::*;
 use shmring::SegmentOptions;
-use shmring::frames::{self, FrameConsumer, FrameProducer};
+use shmring::frames;
 use shmring::mpmc;
+use shmring::raw::{bytes_spec, typed_spec};
 use shmring::spsc::{Consumer, Producer};
 use shmring::wait::WaitStrategy;
 
@@ -60,18 +61,17 @@ fn messages_move_without_allocating_or_sleeping() {
     let fseg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.path)
-            .create("frames", &frames::layout(1 << 16).unwrap(), 0)
+            .create("frames", &bytes_spec(&frames::layout(1 << 16).unwrap()))
             .unwrap(),
     );
-    let mut ftx = FrameProducer::attach(fseg.clone()).unwrap();
-    let mut frx = FrameConsumer::attach(fseg.clone()).unwrap();
+    let mut ftx = frames::Producer::attach(fseg.clone()).unwrap();
+    let mut frx = frames::Consumer::attach(fseg.clone()).unwrap();
     let mseg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.path)
             .create(
                 "mpmc",
-                &mpmc::layout_with_roles::<u64>(64, 2, 2).unwrap(),
-                mpmc::type_id::<u64>(),
+                &typed_spec::<u64>(&mpmc::layout_with_roles::<u64>(64, 2, 2).unwrap()),
             )
             .unwrap(),
     );
@@ -91,8 +91,8 @@ fn messages_move_without_allocating_or_sleeping() {
         assert_eq!(rx.pop(), Ok(i));
         assert_eq!(tx.push_slice(&[i; 16]), Ok(16));
         assert_eq!(rx.pop_into(&mut batch), Ok(16));
-        ftx.try_send(&payload).unwrap();
-        frx.try_recv(&mut frame_buf).unwrap();
+        ftx.try_push(&payload).unwrap();
+        frx.try_pop(&mut frame_buf).unwrap();
         assert_eq!(frame_buf.len(), payload.len());
         mtx.try_push(i).unwrap();
         assert_eq!(mrx.try_pop(), Ok(i));

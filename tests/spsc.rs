@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
+use shmring::frames::{self, FramePushError};
 use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::{Error, SegmentOptions};
 
@@ -40,9 +40,16 @@ fn spsc_child() {
     let dir = env_str("SPSC_DIR");
     let name = env_str("SPSC_NAME");
     let count: u64 = env_str("SPSC_COUNT").parse().unwrap();
+    // The parent creates the ring; a child waits for it.
+    let producer = || {
+        Producer::<u64>::builder(&name)
+            .dir(&dir)
+            .wait_for(Duration::from_secs(20))
+            .open()
+    };
     match role.as_str() {
         "u64-one-by-one" => {
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let mut tx = producer().unwrap();
             for v in 0..count {
                 let mut v = v;
                 loop {
@@ -59,7 +66,7 @@ fn spsc_child() {
         }
         "u64-batched" => {
             // Alternates push_slice and zero-copy write_chunk.
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let mut tx = producer().unwrap();
             let mut next = 0u64;
             let mut round = 0u64;
             while next < count {
@@ -89,32 +96,36 @@ fn spsc_child() {
             }
         }
         "frames" => {
-            let mut tx = FrameProducer::attach(open_ring(&dir, &name)).unwrap();
+            let mut tx = frames::Producer::builder(&name)
+                .dir(&dir)
+                .wait_for(Duration::from_secs(20))
+                .open()
+                .unwrap();
             let mut buf = Vec::new();
             let mut hash = 0xcbf2_9ce4_8422_2325u64;
             for i in 0..count {
                 frame_for(i, &mut buf);
                 fnv(&mut hash, &buf);
                 loop {
-                    match tx.reserve(buf.len()) {
-                        Ok(mut grant) => {
-                            grant.copy_from_slice(&buf);
-                            grant.commit();
+                    match tx.write_chunk(buf.len()) {
+                        Ok(mut chunk) => {
+                            chunk.copy_from_slice(&buf);
+                            chunk.commit();
                             break;
                         }
-                        Err(ReserveError::Full) => std::thread::yield_now(),
-                        Err(e) => panic!("reserve: {e}"),
+                        Err(FramePushError::Full) => std::thread::yield_now(),
+                        Err(e) => panic!("write_chunk: {e}"),
                     }
                 }
             }
             println!("hash {hash:#x}");
         }
         "hold-producer" => {
-            let _tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let _tx = producer().unwrap();
             println!("holding");
             std::thread::sleep(Duration::from_secs(60));
         }
-        "second-producer" => match Producer::<u64>::attach(open_ring(&dir, &name)) {
+        "second-producer" => match producer() {
             Err(e @ Error::RoleTaken { .. }) => {
                 println!("refused: {e}");
                 std::process::exit(0);
@@ -170,8 +181,11 @@ fn ten_million_u64_cross_process_through_64_slots() {
         return;
     }
     let dir = TestDir::new("u64");
-    let seg = create_u64_ring(&dir.path, "r", 64);
-    let mut rx = Consumer::<u64>::attach(Arc::new(seg)).unwrap();
+    let mut rx = Consumer::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(64)
+        .create()
+        .unwrap();
     let n = 10_000_000;
     let mut child = spawn("u64-one-by-one", &dir, "r", n);
     let got = drain_in_order(&mut rx, Duration::from_secs(240));
@@ -187,8 +201,11 @@ fn batched_and_zero_copy_cross_process() {
         return;
     }
     let dir = TestDir::new("batch");
-    let seg = create_u64_ring(&dir.path, "r", 64);
-    let mut rx = Consumer::<u64>::attach(Arc::new(seg)).unwrap();
+    let mut rx = Consumer::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(64)
+        .create()
+        .unwrap();
     let n = 2_000_000u64;
     let mut child = spawn("u64-batched", &dir, "r", n);
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -236,11 +253,11 @@ fn one_million_random_frames_cross_process() {
         return;
     }
     let dir = TestDir::new("frames");
-    let seg = SegmentOptions::new()
+    let mut rx = frames::Consumer::builder("r")
         .dir(&dir.path)
-        .create("r", &frames::layout(64 << 10).unwrap(), 0)
+        .capacity(64 << 10)
+        .create()
         .unwrap();
-    let mut rx = FrameConsumer::attach(Arc::new(seg)).unwrap();
     let n = 1_000_000u64;
     let child = spawn("frames", &dir, "r", n);
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -248,7 +265,7 @@ fn one_million_random_frames_cross_process() {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut i = 0u64;
     loop {
-        match rx.read() {
+        match rx.read_chunk() {
             Ok(frame) => {
                 frame_for(i, &mut expect);
                 assert_eq!(&*frame, &expect[..], "frame {i} differs");
@@ -284,7 +301,10 @@ fn a_second_producer_is_refused_in_another_process_and_in_this_one() {
     let dir = TestDir::new("roles");
     let opts = SegmentOptions::new().dir(&dir.path);
     let layout = spsc::layout::<u64>(64).unwrap();
-    let seg = Arc::new(opts.create("r", &layout, spsc::type_id::<u64>()).unwrap());
+    let seg = Arc::new(
+        opts.create("r", &shmring::raw::typed_spec::<u64>(&layout))
+            .unwrap(),
+    );
     let tx = Producer::<u64>::attach(seg.clone()).unwrap();
     // Same handle.
     assert!(matches!(
@@ -327,8 +347,7 @@ fn consumer_sees_disconnected_after_a_killed_producer_and_producer_after_a_dropp
     let seg = Arc::new(
         opts.create(
             "r",
-            &spsc::layout::<u64>(4).unwrap(),
-            spsc::type_id::<u64>(),
+            &shmring::raw::typed_spec::<u64>(&spsc::layout::<u64>(4).unwrap()),
         )
         .unwrap(),
     );
@@ -368,8 +387,7 @@ fn wrong_message_type_or_kind_is_a_layout_mismatch() {
     let seg = Arc::new(
         opts.create(
             "r",
-            &spsc::layout::<u64>(64).unwrap(),
-            spsc::type_id::<u64>(),
+            &shmring::raw::typed_spec::<u64>(&spsc::layout::<u64>(64).unwrap()),
         )
         .unwrap(),
     );
@@ -386,7 +404,7 @@ fn wrong_message_type_or_kind_is_a_layout_mismatch() {
         Err(Error::LayoutMismatch { .. })
     ));
     assert!(matches!(
-        FrameConsumer::attach(seg.clone()),
+        frames::Consumer::attach(seg.clone()),
         Err(Error::LayoutMismatch { .. })
     ));
     drop(seg);
@@ -397,25 +415,29 @@ fn wrong_message_type_or_kind_is_a_layout_mismatch() {
 fn frames_too_large_are_refused_at_reserve_and_wrap_markers_work() {
     let dir = TestDir::new("toolarge");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let seg = Arc::new(opts.create("r", &frames::layout(1024).unwrap(), 0).unwrap());
-    let mut tx = FrameProducer::attach(seg.clone()).unwrap();
-    let mut rx = FrameConsumer::attach(seg.clone()).unwrap();
+    let layout = frames::layout(1024).unwrap();
+    let seg = Arc::new(
+        opts.create("r", &shmring::raw::bytes_spec(&layout))
+            .unwrap(),
+    );
+    let mut tx = frames::Producer::attach(seg.clone()).unwrap();
+    let mut rx = frames::Consumer::attach(seg.clone()).unwrap();
     assert_eq!(tx.max_frame_len(), 504);
     assert_eq!(
-        tx.reserve(505).err(),
-        Some(ReserveError::TooLarge { len: 505, max: 504 })
+        tx.write_chunk(505).err(),
+        Some(FramePushError::TooLarge { len: 505, max: 504 })
     );
     // Frames of every size up to the maximum, many laps, in order.
     let mut out = Vec::new();
     for lap in 0..50u64 {
         for len in [0usize, 1, 7, 8, 9, 100, 504, 300, 255] {
             let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ lap) as u8).collect();
-            tx.try_send(&payload).unwrap();
-            rx.try_recv(&mut out).unwrap();
+            tx.try_push(&payload).unwrap();
+            rx.try_pop(&mut out).unwrap();
             assert_eq!(out, payload);
         }
     }
-    assert_eq!(rx.try_recv(&mut out), Err(TryPopError::Empty));
+    assert_eq!(rx.try_pop(&mut out), Err(TryPopError::Empty));
     drop((tx, rx, seg));
     dir.finish();
 }

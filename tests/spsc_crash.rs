@@ -5,16 +5,18 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring::SegmentOptions;
-use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
+use shmring::spsc::{Consumer, Producer, TryPopError, TryPushError};
 
 /// A 64-byte message whose every word derives from its sequence number, so
-/// a torn (half-written) message cannot pass `check`.
-type Msg = [u64; 8];
+/// a torn (half-written) message cannot pass `check`. (Arrays are not
+/// messages: a named wrapper is.)
+#[derive(Clone, Copy, Debug, PartialEq, shmring::Message)]
+#[repr(transparent)]
+#[message(name = "shmring-test/crash-msg/v1")]
+struct Msg([u64; 8]);
 
 fn msg(seq: u64) -> Msg {
     let mut m = [0u64; 8];
@@ -25,11 +27,11 @@ fn msg(seq: u64) -> Msg {
             ^ i as u64;
     }
     m[0] = seq;
-    m
+    Msg(m)
 }
 
 fn check(m: &Msg, expect: u64) {
-    assert_eq!(m[0], expect, "out of order or lost");
+    assert_eq!(m.0[0], expect, "out of order or lost");
     assert_eq!(*m, msg(expect), "torn message {expect}");
 }
 
@@ -38,11 +40,17 @@ fn crash_child() {
     let Some(role) = child_role() else { return };
     let dir = env_str("C_DIR");
     let name = env_str("C_NAME");
+    // The parent creates the ring; a child waits for it.
+    let wait = Duration::from_secs(20);
     match role.as_str() {
         // Pushes START, START+1, ... forever.
         "endless-producer" => {
             let mut seq: u64 = env_str("C_START").parse().unwrap();
-            let mut tx = Producer::<Msg>::attach(open_ring(&dir, &name)).unwrap();
+            let mut tx = Producer::<Msg>::builder(&name)
+                .dir(&dir)
+                .wait_for(wait)
+                .open()
+                .unwrap();
             println!("ready");
             loop {
                 match tx.try_push(msg(seq)) {
@@ -65,7 +73,11 @@ fn crash_child() {
                 .mode(0o600)
                 .open(&out_path)
                 .unwrap();
-            let mut rx = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let mut rx = Consumer::<u64>::builder(&name)
+                .dir(&dir)
+                .wait_for(wait)
+                .open()
+                .unwrap();
             println!("ready");
             while next < total {
                 match rx.read_chunk(1) {
@@ -110,15 +122,11 @@ fn producer_killed_50_times_loses_nothing_committed_and_tears_nothing() {
         return;
     }
     let dir = TestDir::new("prodkill");
-    let seg = SegmentOptions::new()
+    let mut rx = Consumer::<Msg>::builder("r")
         .dir(&dir.path)
-        .create(
-            "r",
-            &spsc::layout::<Msg>(64).unwrap(),
-            spsc::type_id::<Msg>(),
-        )
+        .capacity(64)
+        .create()
         .unwrap();
-    let mut rx = Consumer::<Msg>::attach(Arc::new(seg)).unwrap();
     let mut expect = 0u64;
     for round in 0..50 {
         // Each new producer continues where the killed one's last commit
@@ -175,18 +183,12 @@ fn consumer_of_a_persistent_ring_killed_and_restarted_loses_and_repeats_nothing(
     let files = TestDir::new("conskill-out");
     let out_path = files.file("out");
     let total = 300_000u64;
-    let seg = Arc::new(
-        SegmentOptions::new()
-            .dir(&dir.path)
-            .persistent(true)
-            .create(
-                "r",
-                &spsc::layout::<u64>(64).unwrap(),
-                spsc::type_id::<u64>(),
-            )
-            .unwrap(),
-    );
-    let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
+    let mut tx = Producer::<u64>::builder("r")
+        .dir(&dir.path)
+        .persistent(true)
+        .capacity(64)
+        .create()
+        .unwrap();
     let env = [
         ("C_OUT", out_path.display().to_string()),
         ("C_TOTAL", total.to_string()),
@@ -218,7 +220,6 @@ fn consumer_of_a_persistent_ring_killed_and_restarted_loses_and_repeats_nothing(
     }
     eprintln!("{kills} consumer kills over {total} messages: none lost or repeated");
     drop(tx);
-    drop(seg);
     shmring::segment::remove(&dir.path, "r", false).unwrap();
     dir.finish();
     std::fs::remove_file(&out_path).unwrap();

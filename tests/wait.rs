@@ -3,26 +3,52 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring::spsc::{self, Consumer, PopError, Producer, PushError};
+use shmring::spsc::{Consumer, PopError, Producer, PushError};
 use shmring::wait::{PEER_CHECK_INTERVAL, WaitStrategy};
-use shmring::{Segment, SegmentOptions};
 
-fn ring(dir: &TestDir, name: &str, cap: u64) -> Arc<Segment> {
-    Arc::new(
-        SegmentOptions::new()
-            .dir(&dir.path)
-            .create(
-                name,
-                &spsc::layout::<u64>(cap).unwrap(),
-                spsc::type_id::<u64>(),
-            )
-            .unwrap(),
-    )
+/// The producer of a new ring of `cap` u64 slots.
+fn create_producer(dir: &TestDir, name: &str, cap: u64, strategy: WaitStrategy) -> Producer<u64> {
+    Producer::<u64>::builder(name)
+        .dir(&dir.path)
+        .capacity(cap)
+        .wait_strategy(strategy)
+        .create()
+        .unwrap()
+}
+
+/// The consumer of a new ring of `cap` u64 slots.
+fn create_consumer(dir: &TestDir, name: &str, cap: u64, strategy: WaitStrategy) -> Consumer<u64> {
+    Consumer::<u64>::builder(name)
+        .dir(&dir.path)
+        .capacity(cap)
+        .wait_strategy(strategy)
+        .create()
+        .unwrap()
+}
+
+/// A child's side: the producer of a ring its parent creates.
+fn open_producer(dir: &str, name: &str, strategy: WaitStrategy) -> Producer<u64> {
+    Producer::<u64>::builder(name)
+        .dir(Path::new(dir))
+        .wait_for(Duration::from_secs(20))
+        .wait_strategy(strategy)
+        .open()
+        .unwrap()
+}
+
+/// A child's side: the consumer of a ring its parent creates.
+fn open_consumer(dir: &str, name: &str, strategy: WaitStrategy) -> Consumer<u64> {
+    Consumer::<u64>::builder(name)
+        .dir(Path::new(dir))
+        .wait_for(Duration::from_secs(20))
+        .wait_strategy(strategy)
+        .open()
+        .unwrap()
 }
 
 fn park_now() -> WaitStrategy {
@@ -45,15 +71,13 @@ fn wait_child() {
     match role.as_str() {
         // Echoes ping -> pong until ping's producer goes.
         "echo" => {
-            let mut rx = Consumer::<u64>::attach(open_ring(&dir, "ping")).unwrap();
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, "pong")).unwrap();
             let strategy = if env_str("W_STRATEGY") == "spin" {
                 WaitStrategy::Spin
             } else {
                 park_now()
             };
-            rx.set_wait_strategy(strategy);
-            tx.set_wait_strategy(strategy);
+            let mut rx = open_consumer(&dir, "ping", strategy);
+            let mut tx = open_producer(&dir, "pong", strategy);
             let pauses = env_str("W_PAUSES") == "1";
             println!("ready");
             loop {
@@ -71,21 +95,21 @@ fn wait_child() {
         }
         // Parks on an empty ring until killed.
         "idle-consumer" => {
-            let mut rx = Consumer::<u64>::attach(open_ring(&dir, "idle")).unwrap();
+            let mut rx = open_consumer(&dir, "idle", WaitStrategy::default());
             println!("ready");
             let r = rx.pop();
             println!("popped {r:?}");
         }
         // Produces then waits to be killed.
         "hold-producer" => {
-            let _tx = Producer::<u64>::attach(open_ring(&dir, "held")).unwrap();
+            let _tx = open_producer(&dir, "held", WaitStrategy::default());
             println!("ready");
             std::thread::sleep(Duration::from_secs(60));
         }
         // Sends (ring, seq) pairs to three rings at random, with pauses.
         "multi-producer" => {
             let mut txs: Vec<Producer<u64>> = (0..3)
-                .map(|i| Producer::<u64>::attach(open_ring(&dir, &format!("m{i}"))).unwrap())
+                .map(|i| open_producer(&dir, &format!("m{i}"), WaitStrategy::default()))
                 .collect();
             println!("ready");
             let mut seqs = [0u64; 3];
@@ -124,13 +148,9 @@ fn park_ping_pong_with_random_pauses_never_loses_a_wakeup() {
         return;
     }
     let dir = TestDir::new("pingpong");
-    let ping = ring(&dir, "ping", 2);
-    let pong = ring(&dir, "pong", 2);
+    let mut tx = create_producer(&dir, "ping", 2, park_now());
+    let mut rx = create_consumer(&dir, "pong", 2, park_now());
     let mut echo = spawn("echo", &dir, &[("W_STRATEGY", "park"), ("W_PAUSES", "1")]);
-    let mut tx = Producer::<u64>::attach(ping).unwrap();
-    let mut rx = Consumer::<u64>::attach(pong).unwrap();
-    tx.set_wait_strategy(park_now());
-    rx.set_wait_strategy(park_now());
     let end = Instant::now() + Duration::from_secs(10);
     let mut n = 0u64;
     while Instant::now() < end {
@@ -166,15 +186,11 @@ fn a_producer_blocked_on_a_full_ring_is_woken() {
         return;
     }
     let dir = TestDir::new("fullblock");
-    let ping = ring(&dir, "ping", 2);
-    let pong = ring(&dir, "pong", 2);
+    let mut tx = create_producer(&dir, "ping", 2, park_now());
+    let mut rx = create_consumer(&dir, "pong", 2, park_now());
     // The echo child consumes ping (and must push to pong, which we drain
     // in bursts, so both sides block on full and on empty).
     let mut echo = spawn("echo", &dir, &[("W_STRATEGY", "park"), ("W_PAUSES", "1")]);
-    let mut tx = Producer::<u64>::attach(ping).unwrap();
-    let mut rx = Consumer::<u64>::attach(pong).unwrap();
-    tx.set_wait_strategy(park_now());
-    rx.set_wait_strategy(park_now());
     let n = 20_000u64;
     let mut sent = 0;
     let mut got = 0;
@@ -219,8 +235,7 @@ fn a_parked_idle_consumer_uses_under_2_percent_of_a_core() {
         return;
     }
     let dir = TestDir::new("idle");
-    let seg = ring(&dir, "idle", 64);
-    let tx = Producer::<u64>::attach(seg).unwrap();
+    let tx = create_producer(&dir, "idle", 64, WaitStrategy::default());
     let mut child = spawn("idle-consumer", &dir, &[]);
     // Let it finish starting up and spinning, then measure 2 s.
     std::thread::sleep(Duration::from_millis(300));
@@ -245,13 +260,9 @@ fn no_system_calls_when_nobody_sleeps() {
         return;
     }
     let dir = TestDir::new("nosyscall");
-    let ping = ring(&dir, "ping", 64);
-    let pong = ring(&dir, "pong", 64);
+    let mut tx = create_producer(&dir, "ping", 64, WaitStrategy::Spin);
+    let mut rx = create_consumer(&dir, "pong", 64, WaitStrategy::Spin);
     let mut echo = spawn("echo", &dir, &[("W_STRATEGY", "spin"), ("W_PAUSES", "0")]);
-    let mut tx = Producer::<u64>::attach(ping).unwrap();
-    let mut rx = Consumer::<u64>::attach(pong).unwrap();
-    tx.set_wait_strategy(WaitStrategy::Spin);
-    rx.set_wait_strategy(WaitStrategy::Spin);
     // A million messages, pipelined 32 deep.
     let n = 1_000_000u64;
     let mut got = 0;
@@ -284,9 +295,8 @@ fn no_system_calls_when_nobody_sleeps() {
 #[test]
 fn timeouts_fire_within_50_ms_of_the_deadline() {
     let dir = TestDir::new("timeouts");
-    let seg = ring(&dir, "t", 2);
-    let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
-    let mut rx = Consumer::<u64>::attach(seg).unwrap();
+    let mut tx = create_producer(&dir, "t", 2, WaitStrategy::default());
+    let mut rx = Consumer::<u64>::builder("t").dir(&dir.path).open().unwrap();
     let timeout = Duration::from_millis(150);
     // Best of three: the claim is about the mechanism, not a noisy machine.
     let best = |f: &mut dyn FnMut() -> Duration| (0..3).map(|_| f()).min().unwrap();
@@ -322,9 +332,7 @@ fn a_parked_consumer_notices_a_killed_producer_within_the_bound_and_a_detach_at_
         return;
     }
     let dir = TestDir::new("deadpeer");
-    let seg = ring(&dir, "held", 4);
-    let mut rx = Consumer::<u64>::attach(seg.clone()).unwrap();
-    rx.set_wait_strategy(park_now());
+    let mut rx = create_consumer(&dir, "held", 4, park_now());
     let mut child = spawn("hold-producer", &dir, &[]);
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
@@ -343,7 +351,11 @@ fn a_parked_consumer_notices_a_killed_producer_within_the_bound_and_a_detach_at_
     );
 
     // A clean detach wakes the sleeper at once (no periodic check needed).
-    let tx = Producer::<u64>::attach(seg.clone()).unwrap();
+    // (The ring outlives the killed producer: this consumer holds it.)
+    let tx = Producer::<u64>::builder("held")
+        .dir(&dir.path)
+        .open()
+        .unwrap();
     let dropper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         drop(tx);
@@ -360,7 +372,7 @@ fn a_parked_consumer_notices_a_killed_producer_within_the_bound_and_a_detach_at_
         "detach did not wake the sleeper: {data:?}"
     );
     eprintln!("detach noticed after {noticed:?}");
-    drop((rx, seg));
+    drop(rx);
     dir.finish();
 }
 
@@ -372,7 +384,7 @@ fn select_waits_on_several_rings_at_once() {
     use shmring::wait::{Selectable, select};
     let dir = TestDir::new("select");
     let mut rxs: Vec<Consumer<u64>> = (0..3)
-        .map(|i| Consumer::<u64>::attach(ring(&dir, &format!("m{i}"), 4)).unwrap())
+        .map(|i| create_consumer(&dir, &format!("m{i}"), 4, WaitStrategy::default()))
         .collect();
     let mut child = spawn("multi-producer", &dir, &[]);
     let mut next = [0u64; 3];

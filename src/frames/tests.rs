@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::SegmentOptions;
+use crate::raw::bytes_spec;
 
 #[test]
 fn frame_counters_scribbled_to_the_maximum_wrap_instead_of_panicking() {
@@ -12,22 +13,22 @@ fn frame_counters_scribbled_to_the_maximum_wrap_instead_of_panicking() {
     let seg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.0)
-            .create("r", &layout(1024).unwrap(), 0)
+            .create("r", &bytes_spec(&layout(1024).unwrap()))
             .unwrap(),
     );
-    let mut tx = FrameProducer::attach(seg.clone()).unwrap();
-    let mut rx = FrameConsumer::attach(seg.clone()).unwrap();
+    let mut tx = Producer::attach(seg.clone()).unwrap();
+    let mut rx = Consumer::attach(seg.clone()).unwrap();
     // A hostile peer sets both counters to u64::MAX before we attach
     // again (the halves load them at attach).
     drop((tx, rx));
     let ring = RawRing::new(&seg).unwrap();
     ring.produced().store(u64::MAX, Ordering::Relaxed);
     ring.consumed().store(u64::MAX, Ordering::Relaxed);
-    tx = FrameProducer::attach(seg.clone()).unwrap();
-    rx = FrameConsumer::attach(seg.clone()).unwrap();
-    tx.try_send(b"one").unwrap();
+    tx = Producer::attach(seg.clone()).unwrap();
+    rx = Consumer::attach(seg.clone()).unwrap();
+    tx.try_push(b"one").unwrap();
     let mut out = Vec::new();
-    rx.try_recv(&mut out).unwrap();
+    rx.try_pop(&mut out).unwrap();
     assert_eq!(out, b"one");
     assert_eq!(ring.produced().load(Ordering::Relaxed), 0);
     assert_eq!(ring.consumed().load(Ordering::Relaxed), 0);

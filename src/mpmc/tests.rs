@@ -1,6 +1,8 @@
 //! Regressions found by fuzzing (`fuzz/`, target `attach_consume`).
 
+use super::raw::RawMpmc;
 use super::*;
+use crate::ring::{TryPopError, TryPushError};
 use crate::SegmentOptions;
 
 /// A ring in a private directory, removed with the directory.
@@ -10,8 +12,7 @@ fn ring(tag: &str) -> (crate::segment::TestDir, Arc<Segment>) {
         .dir(&dir.0)
         .create(
             "r",
-            &layout_with_roles::<u64>(16, 2, 2).unwrap(),
-            type_id::<u64>(),
+            &crate::raw::typed_spec::<u64>(&layout_with_roles::<u64>(16, 2, 2).unwrap()),
         )
         .unwrap();
     (dir, Arc::new(seg))
