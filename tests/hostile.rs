@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring::frames::{self, FrameConsumer, FrameProducer, ReserveError};
+use shmring::frames::{self, FramePushError};
 use shmring::mpmc;
 use shmring::spsc::{self, Consumer, PopError, Producer, PushError, TryPopError, TryPushError};
 use shmring::{Layout, SegmentOptions};
+
+/// How long a victim waits for the ring its parent creates.
+const OPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// How long a victim runs before it reports "timeout" (its own bound).
 const VICTIM_SECS: u64 = 1;
@@ -42,7 +45,11 @@ fn victim_child() {
                 let r = RX.with(|rx| {
                     let mut rx = rx.borrow_mut();
                     let rx = rx.get_or_insert_with(|| {
-                        let c = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        let c = Consumer::<u64>::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         c
                     });
@@ -66,18 +73,24 @@ fn victim_child() {
                 }
             }
             "frame-consumer" => {
-                thread_local! { static RX: std::cell::RefCell<Option<FrameConsumer>> = const { std::cell::RefCell::new(None) }; }
+                thread_local! { static RX: std::cell::RefCell<Option<frames::Consumer>> = const { std::cell::RefCell::new(None) }; }
                 let r = RX.with(|rx| {
                     let mut rx = rx.borrow_mut();
                     let rx = rx.get_or_insert_with(|| {
-                        let c = FrameConsumer::attach(open_ring(&dir, &name)).unwrap();
+                        let c = frames::Consumer::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         c
                     });
                     if op.is_multiple_of(2) {
-                        rx.try_recv(&mut out)
+                        rx.try_pop(&mut out)
                     } else {
-                        rx.read_timeout(wait).map(|f| f.release()).map_err(pop_err)
+                        rx.read_chunk_timeout(wait)
+                            .map(|f| f.release())
+                            .map_err(pop_err)
                     }
                 });
                 match r {
@@ -88,25 +101,29 @@ fn victim_child() {
                 }
             }
             "frame-producer" => {
-                thread_local! { static TX: std::cell::RefCell<Option<FrameProducer>> = const { std::cell::RefCell::new(None) }; }
+                thread_local! { static TX: std::cell::RefCell<Option<frames::Producer>> = const { std::cell::RefCell::new(None) }; }
                 let r = TX.with(|tx| {
                     let mut tx = tx.borrow_mut();
                     let tx = tx.get_or_insert_with(|| {
-                        let p = FrameProducer::attach(open_ring(&dir, &name)).unwrap();
+                        let p = frames::Producer::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         p
                     });
                     if op.is_multiple_of(2) {
-                        tx.try_send(&[7u8; 100])
+                        tx.try_push(&[7u8; 100])
                     } else {
-                        tx.send_timeout(&[7u8; 100], wait)
+                        tx.push_timeout(&[7u8; 100], wait)
                     }
                 });
                 match r {
                     Ok(()) => got += 1,
-                    Err(ReserveError::Full | ReserveError::Timeout) => std::thread::yield_now(),
-                    Err(ReserveError::Disconnected) => break "disconnected".into(),
-                    Err(ReserveError::Corrupted(w)) => break format!("corrupted: {w}"),
+                    Err(FramePushError::Full | FramePushError::Timeout) => std::thread::yield_now(),
+                    Err(FramePushError::Disconnected) => break "disconnected".into(),
+                    Err(FramePushError::Corrupted(w)) => break format!("corrupted: {w}"),
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -115,7 +132,11 @@ fn victim_child() {
                 let r = TX.with(|tx| {
                     let mut tx = tx.borrow_mut();
                     let tx = tx.get_or_insert_with(|| {
-                        let p = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        let p = Producer::<u64>::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         p
                     });
@@ -137,7 +158,11 @@ fn victim_child() {
                 let r = RX.with(|rx| {
                     let mut rx = rx.borrow_mut();
                     let rx = rx.get_or_insert_with(|| {
-                        let c = mpmc::Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        let c = mpmc::Consumer::<u64>::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         c
                     });
@@ -146,7 +171,7 @@ fn victim_child() {
                         0 => rx.try_pop().map(|_| 1),
                         1 => rx.pop_into(&mut buf),
                         2 => rx.pop_timeout(wait).map(|_| 1).map_err(pop_err),
-                        _ => rx.read_slot().map(|s| usize::from(*s.get() != u64::MAX)),
+                        _ => rx.read_chunk().map(|s| usize::from(*s.get() != u64::MAX)),
                     };
                     (r, rx.stats().skipped)
                 });
@@ -163,7 +188,11 @@ fn victim_child() {
                 let r = TX.with(|tx| {
                     let mut tx = tx.borrow_mut();
                     let tx = tx.get_or_insert_with(|| {
-                        let p = mpmc::Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+                        let p = mpmc::Producer::<u64>::builder(&name)
+                            .dir(&dir)
+                            .wait_for(OPEN_WAIT)
+                            .open()
+                            .unwrap();
                         println!("ready");
                         p
                     });
@@ -286,15 +315,16 @@ fn values(current: u64) -> [u64; 5] {
 fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> String {
     let dir = TestDir::new("hostile");
     let layout = layout_of(kind);
-    let type_id = match kind {
-        "typed" => spsc::type_id::<u64>(),
-        "mpmc" => mpmc::type_id::<u64>(),
-        _ => 0,
+    // The low-level path: this process maps the object itself to scribble
+    // on it, and needs its offsets.
+    let spec = match kind {
+        "typed" | "mpmc" => shmring::raw::typed_spec::<u64>(&layout),
+        _ => shmring::raw::bytes_spec(&layout),
     };
     let seg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.path)
-            .create("r", &layout, type_id)
+            .create("r", &spec)
             .unwrap(),
     );
     let mut child = ChildGuard(Some(
@@ -327,18 +357,18 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
     enum Peer {
         Typed(Producer<u64>),
         TypedRx(Consumer<u64>),
-        Frames(FrameProducer),
-        FrameRx(FrameConsumer),
+        Frames(frames::Producer),
+        FrameRx(frames::Consumer),
         MpmcTx(mpmc::Producer<u64>),
         MpmcRx(mpmc::Consumer<u64>),
     }
     let mut peer = match victim {
         "typed-consumer" => Peer::Typed(Producer::attach(seg.clone()).unwrap()),
         "typed-producer" => Peer::TypedRx(Consumer::attach(seg.clone()).unwrap()),
-        "frame-consumer" => Peer::Frames(FrameProducer::attach(seg.clone()).unwrap()),
+        "frame-consumer" => Peer::Frames(frames::Producer::attach(seg.clone()).unwrap()),
         "mpmc-consumer" => Peer::MpmcTx(mpmc::Producer::attach(seg.clone()).unwrap()),
         "mpmc-producer" => Peer::MpmcRx(mpmc::Consumer::attach(seg.clone()).unwrap()),
-        _ => Peer::FrameRx(FrameConsumer::attach(seg.clone()).unwrap()),
+        _ => Peer::FrameRx(frames::Consumer::attach(seg.clone()).unwrap()),
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -368,10 +398,10 @@ fn attack(kind: &str, victim: &str, target_index: usize, value_index: usize) -> 
                 let _ = rx.try_pop();
             }
             Peer::Frames(tx) => {
-                let _ = tx.try_send(&n.to_le_bytes());
+                let _ = tx.try_push(&n.to_le_bytes());
             }
             Peer::FrameRx(rx) => {
-                let _ = rx.try_recv(&mut buf);
+                let _ = rx.try_pop(&mut buf);
             }
             Peer::MpmcTx(tx) => {
                 let _ = tx.try_push(n);

@@ -9,17 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use shmring::segment::RingSpec;
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
+// These tests are about the segment itself (its lifecycle, not a ring's
+// traffic), so they use the low-level path: a Layout and a RingSpec.
 fn layout() -> Layout {
     Layout::new(Kind::Spsc, 64, 8, 8).unwrap()
+}
+
+/// The spec of a ring of `layout`: 64 slots of 8 bytes, align 8, i.e. u64.
+fn spec(layout: &Layout) -> RingSpec<'_> {
+    shmring::raw::typed_spec::<u64>(layout)
 }
 
 #[test]
 fn non_persistent_ring_is_removed_by_its_last_user() {
     let dir = TestDir::new("last");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let a = opts.create("r", &layout(), 1).unwrap();
+    let a = opts.create("r", &spec(&layout())).unwrap();
     let b = opts.open("r").unwrap();
     assert_eq!(a.inode(), b.inode());
     drop(a);
@@ -33,7 +41,7 @@ fn non_persistent_ring_is_removed_by_its_last_user() {
 fn persistent_ring_outlives_its_users_until_rm() {
     let dir = TestDir::new("persist");
     let opts = SegmentOptions::new().dir(&dir.path).persistent(true);
-    let a = opts.create("r", &layout(), 1).unwrap();
+    let a = opts.create("r", &spec(&layout())).unwrap();
     let ino = a.inode();
     drop(a);
     let b = SegmentOptions::new().dir(&dir.path).open("r").unwrap();
@@ -55,9 +63,9 @@ fn persistent_ring_outlives_its_users_until_rm() {
 fn create_refuses_an_existing_name_and_open_a_missing_one() {
     let dir = TestDir::new("exists");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let a = opts.create("r", &layout(), 1).unwrap();
+    let a = opts.create("r", &spec(&layout())).unwrap();
     assert!(matches!(
-        opts.create("r", &layout(), 1),
+        opts.create("r", &spec(&layout())),
         Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(opts.open("nope"), Err(Error::NotFound { .. })));
@@ -70,14 +78,14 @@ fn mode_defaults_to_0600_and_is_applied_exactly() {
     let dir = TestDir::new("mode");
     let a = SegmentOptions::new()
         .dir(&dir.path)
-        .create("r", &layout(), 1)
+        .create("r", &spec(&layout()))
         .unwrap();
     let m = std::fs::metadata(dir.file("r")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
     let b = SegmentOptions::new()
         .dir(&dir.path)
         .mode(0o664)
-        .create("r2", &layout(), 1)
+        .create("r2", &spec(&layout()))
         .unwrap();
     let m = std::fs::metadata(dir.file("r2")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o664);
@@ -89,11 +97,11 @@ fn mode_defaults_to_0600_and_is_applied_exactly() {
 fn force_removal_makes_handles_not_current_and_never_deletes_the_successor() {
     let dir = TestDir::new("force");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let old = opts.create("r", &layout(), 1).unwrap();
+    let old = opts.create("r", &spec(&layout())).unwrap();
     assert!(old.is_current());
     shmring::segment::remove(&dir.path, "r", true).unwrap();
     assert!(!old.is_current(), "removed mark not seen");
-    let new = opts.create("r", &layout(), 1).unwrap();
+    let new = opts.create("r", &spec(&layout())).unwrap();
     assert_ne!(new.inode(), old.inode());
     assert_ne!(new.generation(), old.generation());
     assert!(new.is_current());
@@ -109,7 +117,7 @@ fn force_removal_makes_handles_not_current_and_never_deletes_the_successor() {
 fn is_current_notices_a_name_replaced_behind_our_back() {
     let dir = TestDir::new("replaced");
     let opts = SegmentOptions::new().dir(&dir.path).persistent(true);
-    let seg = opts.create("r", &layout(), 1).unwrap();
+    let seg = opts.create("r", &spec(&layout())).unwrap();
     std::fs::remove_file(dir.file("r")).unwrap();
     assert!(!seg.is_current());
     std::fs::write(dir.file("r"), b"someone else").unwrap();
@@ -123,8 +131,8 @@ fn is_current_notices_a_name_replaced_behind_our_back() {
 fn open_or_create_creates_once_and_then_attaches() {
     let dir = TestDir::new("ooc");
     let opts = SegmentOptions::new().dir(&dir.path);
-    let a = opts.open_or_create("r", &layout(), 1).unwrap();
-    let b = opts.open_or_create("r", &layout(), 1).unwrap();
+    let a = opts.open_or_create("r", &spec(&layout())).unwrap();
+    let b = opts.open_or_create("r", &spec(&layout())).unwrap();
     assert_eq!(a.inode(), b.inode());
     drop((a, b));
     dir.finish();
@@ -165,10 +173,11 @@ fn split_brain_race_child() {
         .dir(&dir)
         .timeout(Duration::from_secs(10));
     let layout = layout();
+    let spec = spec(&layout);
     let deadline = Instant::now() + Duration::from_secs(RACE_SECS);
     let mut attaches = 0u64;
     while Instant::now() < deadline {
-        let seg = opts.open_or_create("race", &layout, 7).unwrap();
+        let seg = opts.open_or_create("race", &spec).unwrap();
         words[me].store(seg.inode(), Ordering::SeqCst);
         for (i, w) in words[..RACERS].iter().enumerate() {
             let other = w.load(Ordering::SeqCst);
@@ -239,7 +248,7 @@ fn inode_is_shown_by_metadata_too() {
     let dir = TestDir::new("ino");
     let seg = SegmentOptions::new()
         .dir(&dir.path)
-        .create("r", &layout(), 1)
+        .create("r", &spec(&layout()))
         .unwrap();
     assert_eq!(std::fs::metadata(dir.file("r")).unwrap().ino(), seg.inode());
     drop(seg);

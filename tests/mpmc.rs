@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shmring::SegmentOptions;
-use shmring::mpmc::{self, Consumer, Producer};
-use shmring::spsc::{TryPopError, TryPushError};
+use shmring::mpmc::{self, Consumer, Producer, TryPopError, TryPushError};
+
+/// How long a child waits for the ring its parent creates.
+const OPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// Messages carry their producer's tag in the top bits.
 const TAG_SHIFT: u32 = 40;
@@ -26,7 +28,11 @@ fn mpmc_child() {
         "producer" => {
             let tag: u64 = env_str("M_TAG").parse().unwrap();
             let count: u64 = env_str("M_COUNT").parse().unwrap();
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let mut tx = Producer::<u64>::builder(&name)
+                .dir(&dir)
+                .wait_for(OPEN_WAIT)
+                .open()
+                .unwrap();
             println!("ready");
             let mut go = String::new();
             std::io::stdin().lock().read_line(&mut go).unwrap();
@@ -39,10 +45,14 @@ fn mpmc_child() {
         "consumer" => drain_mpmc_to_file(&dir, &name, &env_str("M_OUT"), TAG_SHIFT),
         // Takes one message in place and holds it until killed.
         "holder" => {
-            let mut rx = Consumer::<u64>::attach(open_ring(&dir, &name)).unwrap();
+            let mut rx = Consumer::<u64>::builder(&name)
+                .dir(&dir)
+                .wait_for(OPEN_WAIT)
+                .open()
+                .unwrap();
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                match rx.read_slot() {
+                match rx.read_chunk() {
                     Ok(slot) => {
                         println!("holding {}", slot.get());
                         std::mem::forget(slot);
@@ -82,14 +92,13 @@ fn in_process_round_trip_across_the_wrap() {
         return;
     }
     let dir = TestDir::new("mpmc-inproc");
+    // One segment shared by several handles (and a handle of the wrong
+    // kind): the low-level path.
+    let layout = mpmc::layout_with_roles::<u64>(4, 2, 2).unwrap();
     let seg = Arc::new(
         SegmentOptions::new()
             .dir(&dir.path)
-            .create(
-                "r",
-                &mpmc::layout_with_roles::<u64>(4, 2, 2).unwrap(),
-                mpmc::type_id::<u64>(),
-            )
+            .create("r", &shmring::raw::typed_spec::<u64>(&layout))
             .unwrap(),
     );
     let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
@@ -110,7 +119,7 @@ fn in_process_round_trip_across_the_wrap() {
     assert_eq!(rx.pop_into(&mut out), Ok(4));
     assert_eq!(&out[..4], &[1, 2, 3, 4]);
     // An uncommitted grant is published as a skip, never delivered.
-    let mut slot = tx.write_slot().unwrap();
+    let mut slot = tx.write_chunk().unwrap();
     *slot.value_mut() = 77;
     drop(slot);
     tx.try_push(78).unwrap();
@@ -142,14 +151,20 @@ fn four_producers_four_consumers_a_million_each_through_64_slots() {
     const COUNT: u64 = 1_000_000;
     let dir = TestDir::new("mpmc-4x4");
     let files = TestDir::new("mpmc-4x4-out");
-    let seg = SegmentOptions::new()
+    // The ring must outlive every child's attach, but this process holds
+    // no role in it: an extra producer would keep the consumers from ever
+    // seeing "every producer gone", and an extra role of either side would
+    // change the 4 + 4 shape. So create it through a consumer handle, keep
+    // its segment, and let the handle (and its role) go at once.
+    let seg = Consumer::<u64>::builder("r")
         .dir(&dir.path)
-        .create(
-            "r",
-            &mpmc::layout_with_roles::<u64>(64, 4, 4).unwrap(),
-            mpmc::type_id::<u64>(),
-        )
-        .unwrap();
+        .capacity(64)
+        .producers(4)
+        .consumers(4)
+        .create()
+        .unwrap()
+        .segment()
+        .clone();
     let started = Instant::now();
     let mut consumers: Vec<ChildGuard> = (0..CONSUMERS)
         .map(|i| {
@@ -221,23 +236,19 @@ fn a_message_held_by_a_killed_consumer_is_redelivered_once() {
         return;
     }
     let dir = TestDir::new("mpmc-redeliver");
-    let seg = Arc::new(
-        SegmentOptions::new()
-            .dir(&dir.path)
-            .create(
-                "r",
-                &mpmc::layout_with_roles::<u64>(4, 2, 2).unwrap(),
-                mpmc::type_id::<u64>(),
-            )
-            .unwrap(),
-    );
-    let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
+    let mut tx = Producer::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(4)
+        .producers(2)
+        .consumers(2)
+        .create()
+        .unwrap();
     tx.push(42).unwrap();
     let mut holder = spawn("holder", &dir, &[]);
     let line = read_line_starting(holder.child().stdout.take().unwrap(), "holding");
     assert_eq!(line.trim(), "holding 42");
     holder.kill9();
-    let mut rx = Consumer::<u64>::attach(seg.clone()).unwrap();
+    let mut rx = Consumer::<u64>::builder("r").dir(&dir.path).open().unwrap();
     // Fill the ring around the held slot; the producer that reaches it puts
     // the held message back.
     let mut got = Vec::new();
@@ -269,6 +280,6 @@ fn a_message_held_by_a_killed_consumer_is_redelivered_once() {
     let stats = rx.stats();
     assert_eq!((stats.redelivered, stats.skipped), (1, 0));
     eprintln!("redelivered after the holder's kill: {got:?}");
-    drop((tx, rx, seg));
+    drop((tx, rx));
     dir.finish();
 }

@@ -6,18 +6,25 @@ mod common;
 
 use std::io::{BufRead, Write};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shmring::SegmentOptions;
-use shmring::mpmc::{self, Consumer, Producer};
+use shmring::mpmc::{Consumer, Producer};
 
 const TAG_SHIFT: u32 = 40;
 const ROUNDS: usize = 50;
 /// Tags 0 and 1: steady producers; VICTIM_TAG + round: killed producers.
 const VICTIM_TAG: u64 = 100;
+
+/// A child's producer on the ring its parent created (waiting for it).
+fn open_producer(dir: &str) -> Producer<u64> {
+    Producer::<u64>::builder("r")
+        .dir(dir)
+        .wait_for(Duration::from_secs(20))
+        .open()
+        .unwrap()
+}
 
 #[test]
 fn crash_child() {
@@ -29,7 +36,7 @@ fn crash_child() {
     match role.as_str() {
         "steady" => {
             let count: u64 = env_str("K_COUNT").parse().unwrap();
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, "r")).unwrap();
+            let mut tx = open_producer(&dir);
             println!("ready");
             let mut go = String::new();
             std::io::stdin().lock().read_line(&mut go).unwrap();
@@ -53,13 +60,13 @@ fn crash_child() {
             let map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
             // SAFETY (test): offset round * 8 < ROUNDS * 8, 8-aligned.
             let progress = unsafe { &*map.as_ptr().add(round * 8).cast::<AtomicU64>() };
-            let mut tx = Producer::<u64>::attach(open_ring(&dir, "r")).unwrap();
+            let mut tx = open_producer(&dir);
             println!("ready");
             let mut seq = 0u64;
             loop {
                 let v = (tag << TAG_SHIFT) | seq;
                 if rand::random_range(0..64) == 0 {
-                    if let Ok(mut slot) = tx.write_slot() {
+                    if let Ok(mut slot) = tx.write_chunk() {
                         *slot.value_mut() = v;
                         std::thread::sleep(Duration::from_micros(rand::random_range(0..2000)));
                         slot.commit();
@@ -105,19 +112,18 @@ fn producers_killed_mid_write_50_times_stall_nothing_and_lose_nothing_published(
     let files = TestDir::new("mpmc-kill-out");
     let progress_path = files.file("progress");
     std::fs::write(&progress_path, vec![0u8; ROUNDS * 8]).unwrap();
-    let seg = Arc::new(
-        SegmentOptions::new()
-            .dir(&dir.path)
-            .create(
-                "r",
-                &mpmc::layout_with_roles::<u64>(64, 8, 4).unwrap(),
-                mpmc::type_id::<u64>(),
-            )
-            .unwrap(),
-    );
     // Our own producer role keeps "every producer gone" false while victims
     // are restarted; dropping it at the end lets the consumers finish.
-    let anchor = Producer::<u64>::attach(seg.clone()).unwrap();
+    let anchor = Producer::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(64)
+        .producers(8)
+        .consumers(4)
+        .create()
+        .unwrap();
+    // Its segment keeps the ring (and its counters) after the anchor and
+    // every child let go, for the final accounting.
+    let seg = anchor.segment().clone();
     let watchdog = Instant::now() + Duration::from_secs(240);
     let mut consumers: Vec<ChildGuard> = (0..2)
         .map(|i| {
@@ -216,7 +222,11 @@ fn producers_killed_mid_write_50_times_stall_nothing_and_lose_nothing_published(
 
     // Every claimed position was delivered once or skipped: the skipped
     // counter equals the slots left half-written.
-    let stats = Consumer::<u64>::attach(seg.clone()).unwrap().stats();
+    let stats = Consumer::<u64>::builder("r")
+        .dir(&dir.path)
+        .open()
+        .unwrap()
+        .stats();
     assert_eq!(stats.redelivered, 0);
     assert_eq!(stats.enqueued, stats.dequeued, "ring not drained");
     assert_eq!(
