@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{FRAME_HEADER, check_ring, next_frame};
 use crate::error::{Error, Result};
-use crate::ring::builder::{Builder, Settings};
+use crate::ring::builder::Settings;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
 use crate::ring::{PopError, TryPopError, pop_poll};
 use crate::segment::Segment;
@@ -24,28 +24,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Creates the frame ring `name` of `capacity` bytes, or joins it if it
-    /// exists (it must have that capacity), and takes its consumer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the frame ring `name` of `capacity` bytes and takes its
-    /// consumer role; [`Error::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes the consumer role of the existing frame ring `name`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (directory, persistence, waiting
-    /// for the creator, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!("its consumer", "bytes of frames");
 
     /// Takes the consumer role on an attached segment (tools; most code uses
     /// [`open`](Self::open) and friends).
@@ -225,4 +204,3 @@ impl std::ops::Deref for ReadChunk<'_> {
         }
     }
 }
-

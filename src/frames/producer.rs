@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use super::{check_ring, commit_at, max_payload, reserve_at};
 use crate::error::{Error, Result};
-use crate::ring::builder::{Builder, Settings};
+use crate::ring::builder::Settings;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
 use crate::ring::{FramePushError, TryPushError};
 use crate::segment::Segment;
 use crate::spsc::raw::{ProducerCursor, RawRing, full_error};
-use crate::spsc::wake_all;
+use crate::spsc::{flush, wake_all};
 use crate::sync::atomic::Ordering;
 use crate::wait::{self, Poll, WaitStrategy};
 
@@ -27,28 +27,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Creates the frame ring `name` of `capacity` bytes, or joins it if it
-    /// exists (it must have that capacity), and takes its producer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the frame ring `name` of `capacity` bytes and takes its
-    /// producer role; [`Error::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes the producer role of the existing frame ring `name`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (directory, persistence, waiting
-    /// for the creator, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!("its producer", "bytes of frames");
 
     /// Takes the producer role on an attached segment (tools; most code uses
     /// [`open`](Self::open) and friends).
@@ -89,7 +68,10 @@ impl Producer {
     /// Lends a frame of exactly `len` bytes inside the ring; fill it and
     /// [`commit`](WriteChunk::commit) it. Dropping the chunk publishes
     /// nothing.
-    pub fn write_chunk(&mut self, len: usize) -> std::result::Result<WriteChunk<'_>, FramePushError> {
+    pub fn write_chunk(
+        &mut self,
+        len: usize,
+    ) -> std::result::Result<WriteChunk<'_>, FramePushError> {
         let cap = self.ring.capacity();
         let max = max_payload(cap);
         if len as u64 > max {
@@ -212,39 +194,21 @@ impl Producer {
     }
 
     fn unread(&self) -> u64 {
-        // Acquire: pairs with the consumer's release of `head`.
-        let head = self.ring.head().load(Ordering::Acquire);
-        self.ring
-            .check(self.cursor.tail, head)
-            .unwrap_or(self.ring.capacity())
+        flush::unread(&self.ring, self.cursor.tail)
     }
 
     /// Waits until the consumer has taken every frame published so far, at
     /// most `timeout`; see [`crate::spsc::Producer::flush`].
     pub fn flush(&mut self, timeout: Duration) -> Result<()> {
-        let (ring, tail, side) = (&self.ring, self.cursor.tail, &mut self.side);
-        let outcome = wait::block_on(ring.space_wait(), self.strategy, Some(timeout), |_| {
-            // Acquire: pairs with the consumer's release of `head`.
-            let head = ring.head().load(Ordering::Acquire);
-            match ring.check(tail, head) {
-                Ok(0) => Poll::Ready(Ok(())),
-                Ok(_) if side.peer_gone() => Poll::Ready(Err(Error::Disconnected {
-                    path: side.segment().path().to_path_buf(),
-                })),
-                Ok(_) => Poll::Pending,
-                Err(w) => Poll::Ready(Err(Error::corrupted(side.segment().path(), w))),
-            }
-        });
-        outcome.unwrap_or_else(|()| {
-            Err(Error::Timeout {
-                path: self.side.segment().path().to_path_buf(),
-                what: format!(
-                    "flushing: the consumer has not taken {} byte(s) of frames",
-                    self.unread()
-                ),
-                waited: timeout,
-            })
-        })
+        let tail = self.cursor.tail;
+        flush::flush(
+            &self.ring,
+            tail,
+            &mut self.side,
+            self.strategy,
+            timeout,
+            "bytes of frames",
+        )
     }
 
     /// Is the consumer attached and alive right now? (One system call.)
@@ -257,19 +221,15 @@ impl Drop for Producer {
     /// Lingers while frames are unread, then reports lost ones; see
     /// [`crate::spsc::Producer`]'s `Drop`.
     fn drop(&mut self) {
-        if self.persistent || self.unread() == 0 {
-            return;
-        }
-        if !self.linger.is_zero() {
-            let _ = self.flush(self.linger);
-        }
-        let unread = self.unread();
-        if unread > 0 && !self.side.peer_alive_now() {
-            log::warn!(
-                "{}: producer dropped with {unread} unread bytes of frames and no consumer attached; they are lost if nobody attaches before the ring is removed (flush() first, or build the producer with linger(..))",
-                self.side.segment().path().display()
-            );
-        }
+        flush::linger_on_drop(
+            &self.ring,
+            self.cursor.tail,
+            &mut self.side,
+            self.strategy,
+            self.linger,
+            self.persistent,
+            "bytes of frames",
+        );
     }
 }
 
@@ -331,4 +291,3 @@ impl std::ops::DerefMut for WriteChunk<'_> {
         }
     }
 }
-

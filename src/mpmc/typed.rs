@@ -12,7 +12,7 @@ use super::core::Core;
 use crate::error::Result;
 use crate::layout::Kind;
 use crate::message::{Message, TypeIdentity};
-use crate::ring::builder::{self, Builder, Settings};
+use crate::ring::builder::{self, Settings};
 use crate::ring::{PopError, PushError, TryPopError, TryPushError};
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
@@ -25,32 +25,10 @@ pub struct Producer<T: Pod> {
 }
 
 impl<T: Message> Producer<T> {
-    /// Creates the MPMC ring `name` with room for `capacity` messages (and
-    /// the default 64 roles of each side), or joins it if it exists (it
-    /// must hold `T`, with that capacity), and takes a free producer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the MPMC ring `name` with room for `capacity` messages and
-    /// takes a free producer role; [`Error::AlreadyExists`](crate::Error::AlreadyExists)
-    /// if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes a free producer role of the existing MPMC ring `name`, which
-    /// must hold `T`; [`Error::RoleTaken`](crate::Error::RoleTaken) when
-    /// all are in use.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (role counts, directory,
-    /// persistence, waiting for the creator, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!(
+        "a free producer",
+        "messages (and 64 roles of each side unless the builder says otherwise)"
+    );
 
     /// Takes a free producer role on an attached segment (tools; most code
     /// uses [`open`](Self::open) and friends). The ring must be an MPMC
@@ -196,7 +174,7 @@ impl<T: Pod> Producer<T> {
 }
 
 impl<T: Pod> Drop for Producer<T> {
-    /// Lingers (see [`Builder::linger`]) while this producer's messages are
+    /// Lingers (see [`Builder::linger`](crate::ring::Builder::linger)) while this producer's messages are
     /// unread, then reports with `log::warn!` those that may be lost.
     fn drop(&mut self) {
         self.core.linger_on_drop();
@@ -239,7 +217,9 @@ impl<T: Pod> WriteChunk<'_, T> {
 
 impl<T: Pod> std::fmt::Debug for WriteChunk<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("mpmc::WriteChunk").field("position", &self.pos).finish()
+        f.debug_struct("mpmc::WriteChunk")
+            .field("position", &self.pos)
+            .finish()
     }
 }
 
@@ -259,32 +239,10 @@ pub struct Consumer<T: Pod> {
 }
 
 impl<T: Message> Consumer<T> {
-    /// Creates the MPMC ring `name` with room for `capacity` messages (and
-    /// the default 64 roles of each side), or joins it if it exists (it
-    /// must hold `T`, with that capacity), and takes a free consumer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the MPMC ring `name` with room for `capacity` messages and
-    /// takes a free consumer role; [`Error::AlreadyExists`](crate::Error::AlreadyExists)
-    /// if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes a free consumer role of the existing MPMC ring `name`, which
-    /// must hold `T`; [`Error::RoleTaken`](crate::Error::RoleTaken) when
-    /// all are in use.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (role counts, directory,
-    /// persistence, waiting for the creator, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!(
+        "a free consumer",
+        "messages (and 64 roles of each side unless the builder says otherwise)"
+    );
 
     /// Takes a free consumer role on an attached segment (tools; most code
     /// uses [`open`](Self::open) and friends). The ring must be an MPMC
@@ -452,7 +410,9 @@ impl<T: Pod> ReadChunk<'_, T> {
 
 impl<T: Pod> std::fmt::Debug for ReadChunk<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("mpmc::ReadChunk").field("position", &self.pos).finish()
+        f.debug_struct("mpmc::ReadChunk")
+            .field("position", &self.pos)
+            .finish()
     }
 }
 
@@ -461,4 +421,3 @@ impl<T: Pod> Drop for ReadChunk<'_, T> {
         self.consumer.core.release(self.pos, 1);
     }
 }
-

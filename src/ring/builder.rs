@@ -84,6 +84,48 @@ pub struct Settings {
     pub(crate) linger: Duration,
 }
 
+/// The one-expression constructors every handle type has: `open_or_create`,
+/// `create`, `open` and `builder`. `$role` names the role taken, `$units`
+/// what the capacity counts.
+macro_rules! entry_points {
+    ($role:literal, $units:literal) => {
+        #[doc = concat!(
+            "Creates the ring `name` with room for `capacity` ", $units,
+            ", or joins it if it exists (it must be a ring of the same kind and message type, \
+             with that capacity: otherwise [`Error::LayoutMismatch`](crate::Error::LayoutMismatch) \
+             naming both), and takes ", $role, " role."
+        )]
+        pub fn open_or_create(name: &str, capacity: u64) -> $crate::Result<Self> {
+            Self::builder(name).capacity(capacity).open_or_create()
+        }
+
+        #[doc = concat!(
+            "Creates the ring `name` with room for `capacity` ", $units, " and takes ", $role,
+            " role; [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is taken."
+        )]
+        pub fn create(name: &str, capacity: u64) -> $crate::Result<Self> {
+            Self::builder(name).capacity(capacity).create()
+        }
+
+        #[doc = concat!(
+            "Takes ", $role, " role of the existing ring `name`; \
+             [`Error::NotFound`](crate::Error::NotFound) at once if there is none. \
+             To wait for its creator: `builder(name).wait_for(timeout).open()`."
+        )]
+        pub fn open(name: &str) -> $crate::Result<Self> {
+            Self::builder(name).open()
+        }
+
+        /// A builder for the other options: directory, persistence,
+        /// permissions, waiting for the creator, the wait strategy,
+        /// lingering, huge pages, role counts (MPMC).
+        pub fn builder(name: impl Into<String>) -> $crate::ring::Builder<Self> {
+            $crate::ring::Builder::new(name)
+        }
+    };
+}
+pub(crate) use entry_points;
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -304,10 +346,7 @@ impl<H: Endpoint> Builder<H> {
                     if now >= deadline {
                         return Err(Error::Timeout {
                             path,
-                            what: format!(
-                                "waiting for the ring to be created (as a {})",
-                                H::ROLE
-                            ),
+                            what: format!("waiting for the ring to be created (as a {})", H::ROLE),
                             waited: timeout,
                         });
                     }

@@ -10,7 +10,7 @@ use super::raw::{ConsumerCursor, RawRing, contiguous};
 use super::{check_ring, wake_all};
 use crate::error::{Error, Result};
 use crate::message::{Message, TypeIdentity};
-use crate::ring::builder::{Builder, Settings};
+use crate::ring::builder::Settings;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
 use crate::ring::{PopError, TryPopError, pop_poll};
 use crate::segment::Segment;
@@ -44,31 +44,7 @@ pub struct Consumer<T: Pod> {
 }
 
 impl<T: Message> Consumer<T> {
-    /// Creates the ring `name` with room for `capacity` messages, or joins
-    /// it if it exists (it must hold `T`, with that capacity), and takes
-    /// its consumer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the ring `name` with room for `capacity` messages and takes
-    /// its consumer role; [`Error::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes the consumer role of the existing ring `name`, which must hold
-    /// `T`. To wait for a ring that does not exist yet:
-    /// `Consumer::<T>::builder(name).wait_for(timeout).open()`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (directory, persistence, waiting
-    /// for the creator, huge pages, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!("its consumer", "messages");
 
     /// Takes the consumer role on an attached segment (tools; most code
     /// uses [`open`](Self::open) and friends). The ring must be an SPSC
@@ -290,4 +266,3 @@ impl<T: Pod> std::fmt::Debug for ReadChunk<'_, T> {
         f.debug_struct("ReadChunk").field("len", &self.len).finish()
     }
 }
-

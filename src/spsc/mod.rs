@@ -34,6 +34,7 @@
 //! no value a peer writes can move an access outside the ring.
 
 mod consumer;
+pub(crate) mod flush;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod producer;

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
+use super::flush;
 use super::raw::{ProducerCursor, RawRing, contiguous, full_error};
 use super::{check_ring, wake_all};
 use crate::error::{Error, Result};
 use crate::message::{Message, TypeIdentity};
-use crate::ring::builder::{Builder, Settings};
+use crate::ring::builder::Settings;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
 use crate::ring::{PushError, TryPushError};
 use crate::segment::Segment;
-use crate::sync::atomic::Ordering;
 use crate::wait::{self, Poll, WaitCounters, WaitStrategy};
 
 /// The producing half of a typed SPSC ring. At most one exists per ring, in
@@ -57,30 +57,7 @@ fn push_one<T: Pod>(
 }
 
 impl<T: Message> Producer<T> {
-    /// Creates the ring `name` with room for `capacity` messages, or joins
-    /// it if it exists (it must hold `T`, with that capacity), and takes
-    /// its producer role.
-    pub fn open_or_create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).open_or_create()
-    }
-
-    /// Creates the ring `name` with room for `capacity` messages and takes
-    /// its producer role; [`Error::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str, capacity: u64) -> Result<Self> {
-        Self::builder(name).capacity(capacity).create()
-    }
-
-    /// Takes the producer role of the existing ring `name`, which must hold
-    /// `T`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// A builder for the other options (directory, persistence, waiting
-    /// for the creator, linger, huge pages, ...).
-    pub fn builder(name: impl Into<String>) -> Builder<Self> {
-        Builder::new(name)
-    }
+    crate::ring::builder::entry_points!("its producer", "messages");
 
     /// Takes the producer role on an attached segment (tools; most code
     /// uses [`open`](Self::open) and friends). The ring must be an SPSC
@@ -248,10 +225,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn unread(&self) -> u64 {
-        let head = self.ring.head().load(Ordering::Acquire);
-        self.ring
-            .check(self.cursor.tail, head)
-            .unwrap_or(self.ring.capacity())
+        flush::unread(&self.ring, self.cursor.tail)
     }
 
     /// Waits until the consumer has taken every message pushed so far, at
@@ -259,29 +233,15 @@ impl<T: Pod> Producer<T> {
     /// consumer ever attached, this waits for one);
     /// [`Error::Disconnected`] if the consumer left with messages unread.
     pub fn flush(&mut self, timeout: Duration) -> Result<()> {
-        let (ring, tail, side) = (&self.ring, self.cursor.tail, &mut self.side);
-        let outcome = wait::block_on(ring.space_wait(), self.strategy, Some(timeout), |_| {
-            // Acquire: pairs with the consumer's release of `head`.
-            let head = ring.head().load(Ordering::Acquire);
-            match ring.check(tail, head) {
-                Ok(0) => Poll::Ready(Ok(())),
-                Ok(_) if side.peer_gone() => Poll::Ready(Err(Error::Disconnected {
-                    path: side.segment().path().to_path_buf(),
-                })),
-                Ok(_) => Poll::Pending,
-                Err(w) => Poll::Ready(Err(Error::corrupted(side.segment().path(), w))),
-            }
-        });
-        outcome.unwrap_or_else(|()| {
-            Err(Error::Timeout {
-                path: self.side.segment().path().to_path_buf(),
-                what: format!(
-                    "flushing: the consumer has not taken {} message(s)",
-                    self.unread()
-                ),
-                waited: timeout,
-            })
-        })
+        let tail = self.cursor.tail;
+        flush::flush(
+            &self.ring,
+            tail,
+            &mut self.side,
+            self.strategy,
+            timeout,
+            "messages",
+        )
     }
 
     /// True when the consumer has taken everything.
@@ -306,23 +266,19 @@ impl<T: Pod> Producer<T> {
 }
 
 impl<T: Pod> Drop for Producer<T> {
-    /// Lingers (see [`Builder::linger`]) while messages are unread, then
+    /// Lingers (see [`Builder::linger`](crate::ring::Builder::linger)) while messages are unread, then
     /// reports with `log::warn!` any that are lost: unread, no consumer
     /// attached, and the ring not persistent.
     fn drop(&mut self) {
-        if self.persistent || self.unread() == 0 {
-            return;
-        }
-        if !self.linger.is_zero() {
-            let _ = self.flush(self.linger);
-        }
-        let unread = self.unread();
-        if unread > 0 && !self.side.peer_alive_now() {
-            log::warn!(
-                "{}: producer dropped with {unread} unread messages and no consumer attached; they are lost if nobody attaches before the ring is removed (flush() first, or build the producer with linger(..))",
-                self.side.segment().path().display()
-            );
-        }
+        flush::linger_on_drop(
+            &self.ring,
+            self.cursor.tail,
+            &mut self.side,
+            self.strategy,
+            self.linger,
+            self.persistent,
+            "messages",
+        );
     }
 }
 
@@ -347,7 +303,9 @@ pub struct WriteChunk<'a, T: Pod> {
 
 impl<T: Pod> std::fmt::Debug for WriteChunk<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteChunk").field("len", &self.len).finish()
+        f.debug_struct("WriteChunk")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -379,4 +337,3 @@ impl<T: Pod> WriteChunk<'_, T> {
         }
     }
 }
-

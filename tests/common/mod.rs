@@ -264,7 +264,7 @@ pub fn drain_mpmc_to_file(dir: &str, name: &str, out: &str, tag_shift: u32) {
                 last.insert(tag, seq);
                 got.push(v);
             }
-            Err(shmring::spsc::PopError::Disconnected) => break,
+            Err(shmring::mpmc::PopError::Disconnected) => break,
             Err(e) => panic!("consumer: {e}"),
         }
     }
