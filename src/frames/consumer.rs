@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FRAME_HEADER, check_ring, next_frame};
+use super::{check_ring, next_frame};
 use crate::error::{Error, Result};
 use crate::ring::builder::Settings;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
@@ -133,7 +133,7 @@ impl wait::Selectable for Consumer {
     fn is_ready(&mut self) -> bool {
         !matches!(
             self.cursor
-                .available(&self.ring, || self.side.peer_gone(), FRAME_HEADER),
+                .available(&self.ring, || self.side.peer_gone(), super::FRAME_HEADER),
             Err(TryPopError::Empty)
         )
     }

@@ -3,7 +3,10 @@
 //! Payloads are relaxed atomics, so a missing ordering shows up as a
 //! stale or wrong message.
 
+use super::raw::{Claim, RawMpmc, Stuck};
 use super::*;
+use crate::layout::{ClaimLine, MpmcControl};
+use crate::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 use loom::sync::atomic::AtomicBool;
 use loom::thread;

@@ -129,7 +129,7 @@ impl RawMpmc {
     /// `control` a valid `MpmcControl`, `data` for `capacity * stride`
     /// bytes of slots each starting with an `AtomicU64`, `claims` for
     /// `producers + consumers` lines; `capacity` a power of two.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn from_parts(
         control: *const MpmcControl,

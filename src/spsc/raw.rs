@@ -120,7 +120,7 @@ impl RawRing {
     /// `control` must be a valid `SpscControl` and `data` valid for
     /// `capacity * stride` bytes, all for the lifetime of the `RawRing`;
     /// `capacity` a power of two.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) unsafe fn from_parts(
         control: *const SpscControl,
         data: *mut u8,
