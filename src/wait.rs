@@ -55,19 +55,7 @@ impl Default for WaitStrategy {
 /// whether its peer is still alive (a killed peer cannot wake it).
 pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Counters of one wait line, for `stat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct WaitCounters {
-    /// `FUTEX_WAKE` calls issued by publishers.
-    pub wakeups: u64,
-    /// `FUTEX_WAIT` calls made by sleepers.
-    pub sleeps: u64,
-    /// Sleeps that ended with nothing to do.
-    pub spurious: u64,
-    /// Sleepers registered right now.
-    pub waiters: u32,
-}
+pub use crate::layout::WaitCounters;
 
 /// One direction's eventcount: its wait line, and its waiter count, which
 /// lives on the publisher's own index line (the line it writes for every

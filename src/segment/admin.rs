@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::{HeaderRead, read_header, sys};
 use crate::error::{Error, Result};
-use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY};
+use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY, WaitCounters};
 
 /// What an object in the directory is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,10 +109,10 @@ pub struct Inspection {
     pub uid: u32,
     /// Wait counters of the data direction (consumers sleeping for data).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
-    pub wait_data: Option<crate::wait::WaitCounters>,
+    pub wait_data: Option<WaitCounters>,
     /// Wait counters of the space direction (producers sleeping for room).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
-    pub wait_space: Option<crate::wait::WaitCounters>,
+    pub wait_space: Option<WaitCounters>,
     /// MPMC: slots skipped because the producer that claimed them died
     /// before publishing.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
@@ -363,7 +363,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         // space: consumer line).
         let index_line = [layout::PRODUCER_LINE, layout::CONSUMER_LINE][n as usize];
         let waiters_at = line(index_line) + layout::WAITERS_WORD as u64;
-        Some(crate::wait::WaitCounters {
+        Some(WaitCounters {
             waiters: read_u32(&file, waiters_at)?,
             wakeups: read_u64(&file, base + layout::WAIT_WAKEUPS_WORD as u64)?,
             sleeps: read_u64(&file, base + layout::WAIT_SLEEPS_WORD as u64)?,
