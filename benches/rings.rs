@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmring::SegmentOptions;
-use shmring::frames::{self, FrameConsumer, FrameProducer};
+use shmring::frames;
 use shmring::mpmc;
+use shmring::raw::typed_spec;
 use shmring::spsc::{self, Consumer, Producer};
 use shmring::wait::WaitStrategy;
 
@@ -28,17 +29,7 @@ fn name(tag: &str) -> String {
 }
 
 fn typed(c: &mut Criterion) {
-    let seg = Arc::new(
-        SegmentOptions::new()
-            .create(
-                &name("u64"),
-                &spsc::layout::<u64>(1024).unwrap(),
-                spsc::type_id::<u64>(),
-            )
-            .unwrap(),
-    );
-    let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
-    let mut rx = Consumer::<u64>::attach(seg).unwrap();
+    let (mut tx, mut rx) = spsc::anonymous::<u64>(1024).unwrap();
     let mut g = c.benchmark_group("spsc_u64_same_thread");
     g.throughput(Throughput::Elements(1));
     g.bench_function("shmring_push_pop", |b| {
@@ -67,13 +58,7 @@ fn typed(c: &mut Criterion) {
 }
 
 fn frames_sizes(c: &mut Criterion) {
-    let seg = Arc::new(
-        SegmentOptions::new()
-            .create(&name("frames"), &frames::layout(1 << 20).unwrap(), 0)
-            .unwrap(),
-    );
-    let mut tx = FrameProducer::attach(seg.clone()).unwrap();
-    let mut rx = FrameConsumer::attach(seg).unwrap();
+    let (mut tx, mut rx) = frames::anonymous(1 << 20).unwrap();
     let mut g = c.benchmark_group("frames_same_thread");
     for size in [64usize, 1024, 4096] {
         let src = vec![0x5au8; size];
@@ -81,10 +66,10 @@ fn frames_sizes(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(format!("shmring_reserve_commit_read_release/{size}"), |b| {
             b.iter(|| {
-                let mut grant = tx.reserve(size).unwrap();
-                grant.copy_from_slice(&src);
-                grant.commit();
-                let f = rx.read().unwrap();
+                let mut chunk = tx.write_chunk(size).unwrap();
+                chunk.copy_from_slice(&src);
+                chunk.commit();
+                let f = rx.read_chunk().unwrap();
                 dst.copy_from_slice(&f);
                 f.release();
             })
@@ -128,17 +113,7 @@ fn two_threads_u64(c: &mut Criterion) {
     let mut g = c.benchmark_group("two_threads_u64");
     g.throughput(Throughput::Elements(1));
     g.bench_function("shmring_spsc", |b| {
-        let seg = Arc::new(
-            SegmentOptions::new()
-                .create(
-                    &name("tt-spsc"),
-                    &spsc::layout::<u64>(1024).unwrap(),
-                    spsc::type_id::<u64>(),
-                )
-                .unwrap(),
-        );
-        let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
-        let mut rx = Consumer::<u64>::attach(seg).unwrap();
+        let (mut tx, mut rx) = spsc::anonymous::<u64>(1024).unwrap();
         b.iter_custom(|iters| {
             two_threads(
                 iters,
@@ -152,17 +127,7 @@ fn two_threads_u64(c: &mut Criterion) {
         })
     });
     g.bench_function("shmring_spsc_batched_64", |b| {
-        let seg = Arc::new(
-            SegmentOptions::new()
-                .create(
-                    &name("tt-batch"),
-                    &spsc::layout::<u64>(1024).unwrap(),
-                    spsc::type_id::<u64>(),
-                )
-                .unwrap(),
-        );
-        let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
-        let mut rx = Consumer::<u64>::attach(seg).unwrap();
+        let (mut tx, mut rx) = spsc::anonymous::<u64>(1024).unwrap();
         let batch = [7u64; 64];
         b.iter_custom(|iters| {
             two_threads(
@@ -200,19 +165,16 @@ fn two_threads_u64(c: &mut Criterion) {
     });
     for producers in [1u64, 2] {
         g.bench_function(format!("shmring_mpmc_{producers}p1c"), |b| {
-            let seg = Arc::new(
-                SegmentOptions::new()
-                    .create(
-                        &name(&format!("tt-mpmc{producers}")),
-                        &mpmc::layout_with_roles::<u64>(1024, 2, 1).unwrap(),
-                        mpmc::type_id::<u64>(),
-                    )
-                    .unwrap(),
-            );
+            let ring = name(&format!("tt-mpmc{producers}"));
+            let mut rx = mpmc::Consumer::<u64>::builder(&ring)
+                .capacity(1024)
+                .producers(2)
+                .consumers(1)
+                .create()
+                .unwrap();
             let mut txs: Vec<_> = (0..producers)
-                .map(|_| mpmc::Producer::<u64>::attach(seg.clone()).unwrap())
+                .map(|_| mpmc::Producer::<u64>::builder(&ring).open().unwrap())
                 .collect();
-            let mut rx = mpmc::Consumer::<u64>::attach(seg).unwrap();
             b.iter_custom(|iters| {
                 let per = iters / producers;
                 let start = Instant::now();
@@ -352,24 +314,17 @@ fn rtt_cross_process(c: &mut Criterion) {
             },
         ),
     ] {
-        let ping = Arc::new(
-            SegmentOptions::new()
-                .create(
-                    &name(&format!("{label}-ping")),
-                    &spsc::layout::<u64>(64).unwrap(),
-                    spsc::type_id::<u64>(),
-                )
-                .unwrap(),
-        );
-        let pong = Arc::new(
-            SegmentOptions::new()
-                .create(
-                    &name(&format!("{label}-pong")),
-                    &spsc::layout::<u64>(64).unwrap(),
-                    spsc::type_id::<u64>(),
-                )
-                .unwrap(),
-        );
+        // Created without handles: ours are attached after the fork.
+        let layout = spsc::layout::<u64>(64).unwrap();
+        let create = |n: &str| {
+            Arc::new(
+                SegmentOptions::new()
+                    .create(&name(n), &typed_spec::<u64>(&layout))
+                    .unwrap(),
+            )
+        };
+        let ping = create(&format!("{label}-ping"));
+        let pong = create(&format!("{label}-pong"));
         // The child opens the rings by name: a forked process shares its
         // parent's open file descriptions, and role locks belong to those.
         let (ping_name, pong_name) = (ping.name().to_string(), pong.name().to_string());
@@ -380,11 +335,14 @@ fn rtt_cross_process(c: &mut Criterion) {
             &mut g,
             label,
             move || {
-                let open = |n: &str| Arc::new(SegmentOptions::new().open(n).unwrap());
-                let mut crx = Consumer::<u64>::attach(open(&ping_name)).unwrap();
-                let mut ctx = Producer::<u64>::attach(open(&pong_name)).unwrap();
-                crx.set_wait_strategy(strategy);
-                ctx.set_wait_strategy(strategy);
+                let mut crx = Consumer::<u64>::builder(&ping_name)
+                    .wait_strategy(strategy)
+                    .open()
+                    .unwrap();
+                let mut ctx = Producer::<u64>::builder(&pong_name)
+                    .wait_strategy(strategy)
+                    .open()
+                    .unwrap();
                 while let Ok(v) = crx.pop() {
                     ctx.push(v).unwrap();
                     if v == u64::MAX {

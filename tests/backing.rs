@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use shmring::raw::{bytes_spec, typed_spec};
 use shmring::segment::HugePages;
 use shmring::spsc::{self, Consumer, Producer};
 use shmring::{Error, SegmentOptions, frames};
@@ -22,12 +23,15 @@ fn backing_child() {
         // mapping's page facts.
         "huge-consumer" => {
             let count: u64 = env_str("B_COUNT").parse().unwrap();
-            let seg = open_ring(&env_str("B_DIR"), "r");
-            let mut rx = Consumer::<u64>::attach(seg.clone()).unwrap();
+            let mut rx = Consumer::<u64>::builder("r")
+                .dir(env_str("B_DIR"))
+                .wait_for(Duration::from_secs(20))
+                .open()
+                .unwrap();
             for i in 0..count {
                 assert_eq!(rx.pop_timeout(Some(Duration::from_secs(30))), Ok(i));
             }
-            let facts = seg.mapping_facts().unwrap();
+            let facts = rx.segment().mapping_facts().unwrap();
             println!("facts {} {}", facts.kernel_page_kib, facts.huge());
         }
         // Under a 64 KiB RLIMIT_MEMLOCK without CAP_IPC_LOCK: a 1 MiB
@@ -43,7 +47,7 @@ fn backing_child() {
             .unwrap();
             let dir = env_str("B_DIR");
             let opts = SegmentOptions::new().dir(&dir).lock_memory(true);
-            match opts.create("big", &frames::layout(1 << 20).unwrap(), 0) {
+            match opts.create("big", &bytes_spec(&frames::layout(1 << 20).unwrap())) {
                 Err(e @ Error::MemoryLockLimit { .. }) => {
                     let text = e.to_string();
                     assert!(
@@ -55,7 +59,7 @@ fn backing_child() {
                 other => panic!("expected MemoryLockLimit, got {other:?}"),
             }
             let seg = opts
-                .create("small", &frames::layout(4096).unwrap(), 0)
+                .create("small", &bytes_spec(&frames::layout(4096).unwrap()))
                 .unwrap();
             let facts = seg.mapping_facts().unwrap();
             assert_eq!(facts.locked_kib, facts.size_kib, "{facts:?}");
@@ -65,8 +69,7 @@ fn backing_child() {
         "memfd-consumer" => {
             let count: u64 = env_str("B_COUNT").parse().unwrap();
             let sock = UnixStream::connect(env_str("B_SOCK")).unwrap();
-            let seg = SegmentOptions::new().receive(&sock).unwrap();
-            let mut rx = Consumer::<u64>::attach(Arc::new(seg)).unwrap();
+            let mut rx = Consumer::<u64>::builder("memfd").receive(&sock).unwrap();
             println!("attached");
             for i in 0..count {
                 assert_eq!(rx.pop_timeout(Some(Duration::from_secs(30))), Ok(i));
@@ -166,15 +169,17 @@ fn hugetlbfs_ring_across_processes_is_backed_by_huge_pages() {
     .unwrap();
     setup.mounted = true;
     let dir = setup.mount.clone();
-    let opts = SegmentOptions::new()
-        .dir(&dir)
-        .huge_pages(HugePages::Require);
-    let layout = spsc::layout::<u64>(1024).unwrap();
+    let builder = |name: &str, capacity: u64| {
+        Producer::<u64>::builder(name)
+            .dir(&dir)
+            .capacity(capacity)
+            .huge_pages(HugePages::Require)
+    };
 
     // More huge pages than are free: refused, naming HugePages_Free.
     let free = meminfo("HugePages_Free:");
-    let too_big = spsc::layout::<u64>(((free + 1) * (2 << 20)).next_power_of_two()).unwrap();
-    match opts.create("big", &too_big, spsc::type_id::<u64>()) {
+    let too_big = ((free + 1) * (2 << 20)).next_power_of_two();
+    match builder("big", too_big).create() {
         Err(e @ Error::HugePagesUnavailable { .. }) => {
             let text = e.to_string();
             assert!(text.contains("HugePages_Free") && text.contains("nr_hugepages"));
@@ -189,10 +194,10 @@ fn hugetlbfs_ring_across_processes_is_backed_by_huge_pages() {
         meminfo("HugePages_Free:") >= 1,
         "the kernel reserved no huge page"
     );
-    let seg = Arc::new(opts.create("r", &layout, spsc::type_id::<u64>()).unwrap());
+    let mut tx = builder("r", 1024).create().unwrap();
+    let seg = tx.segment().clone();
     assert_eq!(seg.descriptor().page_size_kib, 2048);
-    assert_eq!(seg.layout().total_size, 2 << 20);
-    let mut tx = Producer::<u64>::attach(seg.clone()).unwrap();
+    assert_eq!(seg.layout().total_size(), 2 << 20);
     let count = 100_000u64;
     let child = spawn_self(
         "backing_child",
@@ -309,8 +314,7 @@ fn memfd_ring_over_a_socket_carries_a_million_and_leaves_nothing() {
             SegmentOptions::new()
                 .create_anonymous(
                     label.trim_start_matches("shmring:"),
-                    &spsc::layout::<u64>(1024).unwrap(),
-                    spsc::type_id::<u64>(),
+                    &typed_spec::<u64>(&spsc::layout::<u64>(1024).unwrap()),
                 )
                 .unwrap(),
         );

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shmring::header::HEADER_SIZE;
+use shmring::raw::{HEADER_SIZE, typed_spec};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
 fn opts(dir: &TestDir) -> SegmentOptions {
@@ -19,7 +19,12 @@ fn opts(dir: &TestDir) -> SegmentOptions {
 /// A valid persistent ring, to be damaged by the test.
 fn make_ring(dir: &TestDir, name: &str) -> Layout {
     let layout = Layout::new(Kind::Spsc, 1024, 8, 8).unwrap();
-    drop(opts(dir).persistent(true).create(name, &layout, 1).unwrap());
+    drop(
+        opts(dir)
+            .persistent(true)
+            .create(name, &typed_spec::<u64>(&layout))
+            .unwrap(),
+    );
     layout
 }
 

@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use shmring::frames::{self, FrameConsumer, FrameProducer};
-use shmring::{SegmentOptions, mpmc, spsc};
+use shmring::raw::{bytes_spec, typed_spec};
+use shmring::{SegmentOptions, frames, mpmc, spsc};
 
 #[path = "scratch.rs"]
 mod scratch;
@@ -49,15 +49,17 @@ fuzz_target!(|data: &[u8]| {
     let name = "r";
     let path = dir().join(name);
     let _ = std::fs::remove_file(&path);
-    let (layout, type_id) = match kind {
-        0 => (spsc::layout::<u64>(16).unwrap(), spsc::type_id::<u64>()),
-        1 => (frames::layout(1024).unwrap(), 0),
-        _ => (
-            mpmc::layout_with_roles::<u64>(16, 2, 2).unwrap(),
-            mpmc::type_id::<u64>(),
-        ),
+    let layout = match kind {
+        0 => spsc::layout::<u64>(16),
+        1 => frames::layout(1024),
+        _ => mpmc::layout_with_roles::<u64>(16, 2, 2),
+    }
+    .unwrap();
+    let spec = match kind {
+        1 => bytes_spec(&layout),
+        _ => typed_spec::<u64>(&layout),
     };
-    let seg = Arc::new(opts.create(name, &layout, type_id).unwrap());
+    let seg = Arc::new(opts.create(name, &spec).unwrap());
     // Some traffic first, so the consumer has something to read.
     match kind {
         0 => {
@@ -67,9 +69,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let mut tx = FrameProducer::attach(seg.clone()).unwrap();
+            let mut tx = frames::Producer::attach(seg.clone()).unwrap();
             for i in 0..usize::from(count) {
-                let _ = tx.try_send(&vec![i as u8; i % 40]);
+                let _ = tx.try_push(&vec![i as u8; i % 40]);
             }
         }
         _ => {
@@ -101,9 +103,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                if let Ok(mut rx) = FrameConsumer::attach(seg) {
+                if let Ok(mut rx) = frames::Consumer::attach(seg) {
                     let mut out = Vec::new();
-                    drain(|_| rx.try_recv(&mut out).map(|()| 1));
+                    drain(|_| rx.try_pop(&mut out).map(|()| 1));
                 }
             }
             _ => {
