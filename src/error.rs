@@ -129,7 +129,8 @@ pub enum Error {
     /// A value read from shared memory is out of range: a buggy or hostile
     /// peer wrote it, or the object is damaged.
     #[error(
-        "{}corrupted shared state: {what}; a peer process wrote an invalid value: stop all users, then remove the ring (`shmring rm --force`) and recreate it", at(path)
+        "{}corrupted shared state: {what}; a peer process wrote an invalid value: stop all users, then remove the ring (`shmring rm --force`) and recreate it",
+        at(path)
     )]
     Corrupted {
         /// Full path of the object.

@@ -223,4 +223,3 @@ pub(crate) fn next_frame(
     }
     corrupt("two wrap markers in a row".into())
 }
-

@@ -238,5 +238,4 @@ impl RawMpmc {
         }
         outcome
     }
-
 }

@@ -181,8 +181,7 @@ impl Core {
         outcome.unwrap_or_else(|()| {
             Err(Error::Timeout {
                 path: self.side.segment().path().to_path_buf(),
-                what: "flushing: consumers have not taken every message this producer sent"
-                    .into(),
+                what: "flushing: consumers have not taken every message this producer sent".into(),
                 waited: timeout,
             })
         })
@@ -329,4 +328,3 @@ pub struct RingStats {
     /// The space direction's wait counters.
     pub wait_space: WaitCounters,
 }
-

@@ -198,8 +198,7 @@ fn a_dead_producers_claim_is_skipped_and_traffic_continues() {
         let dying = thread::spawn(move || {
             let ring = m1.ring();
             let mut stuck = Stuck::default();
-            if let Claim::Got(..) =
-                ring.claim_for_write(0, 1, &mut stuck, false, &|r| m1.alive(r))
+            if let Claim::Got(..) = ring.claim_for_write(0, 1, &mut stuck, false, &|r| m1.alive(r))
             {
                 m1.alive[0].store(false, std::sync::atomic::Ordering::SeqCst);
             }

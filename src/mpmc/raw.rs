@@ -4,7 +4,8 @@
 use super::{POS, SKIP, STUCK_POLLS};
 use crate::error::{Error, Result};
 use crate::layout::{
-    ClaimLine, DequeueLine, EnqueueLine, Kind, LINE, MPMC_CONTROL_SIZE, MpmcControl, Stats, WaitLine,
+    ClaimLine, DequeueLine, EnqueueLine, Kind, LINE, MPMC_CONTROL_SIZE, MpmcControl, Stats,
+    WaitLine,
 };
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -339,4 +340,3 @@ impl RawMpmc {
         )
     }
 }
-

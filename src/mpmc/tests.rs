@@ -2,8 +2,8 @@
 
 use super::raw::RawMpmc;
 use super::*;
-use crate::ring::{TryPopError, TryPushError};
 use crate::SegmentOptions;
+use crate::ring::{TryPopError, TryPushError};
 
 /// A ring in a private directory, removed with the directory.
 fn ring(tag: &str) -> (crate::segment::TestDir, Arc<Segment>) {

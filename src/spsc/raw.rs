@@ -335,7 +335,6 @@ impl ConsumerCursor {
     }
 }
 
-
 /// What full means for a producer: `Disconnected` once the consumer of a
 /// non-persistent ring is gone, `Full` otherwise.
 pub(crate) fn full_error<V>(side: &mut Side, persistent: bool, value: V) -> TryPushError<V> {
@@ -353,4 +352,3 @@ pub(crate) fn contiguous(capacity: u64, pos: u64, want: usize) -> usize {
     let to_end = capacity - (pos & (capacity - 1));
     (want as u64).min(to_end) as usize
 }
-
