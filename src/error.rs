@@ -7,7 +7,7 @@
 //! what to do about it.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Result alias used throughout the crate.
@@ -62,9 +62,26 @@ pub enum Error {
         free: u64,
     },
 
+    /// The file system holding the ring cannot hold another file: it is out
+    /// of inodes (`open(O_CREAT)` failed with `ENOSPC`; tmpfs limits the
+    /// number of files with `nr_inodes`), whatever its free bytes.
+    #[error(
+        "{path}: cannot create another file on {mount}: it is out of inodes (the number of files it may hold is used up{}); remove stale rings (`shmring gc`) and other files there that nobody needs, or remount it with more inodes (`mount -o remount,nr_inodes=N {mount}`; 0 means no limit)",
+        match free { Some(f) => format!(", although {f} bytes are free"), None => String::new() }
+    )]
+    NoInodes {
+        /// Full path of the object that was being created.
+        path: PathBuf,
+        /// The mount point (directory) that is out of inodes.
+        mount: PathBuf,
+        /// Bytes free on the mount when the error was seen, if known.
+        free: Option<u64>,
+    },
+
     /// The object does not start with this crate's magic number.
     #[error(
-        "{path}: not a shmring ring (bad magic {found:#018x}); it belongs to another program or is damaged; leave it alone or remove it by hand"
+        "{path}: not a shmring ring ({}); it belongs to another program or is damaged; leave it alone, or remove it with `{} --force` if you know it is garbage",
+        describe_magic(*found), rm_command(path)
     )]
     NotARing {
         /// Full path of the object.
@@ -73,10 +90,34 @@ pub enum Error {
         found: u64,
     },
 
+    /// The name refers to something that is not a regular file (a symbolic
+    /// link, a FIFO, a directory, a socket or a device): never a ring.
+    #[error(
+        "{path}: not a regular file but {kind}, so not a shmring ring (rings are regular files and shmring does not follow links); check the name and the directory{}",
+        not_a_file_advice(path, kind)
+    )]
+    NotAFile {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What it is: "a symbolic link", "a FIFO", "a directory", ...
+        kind: &'static str,
+    },
+
+    /// A ring whose creation has not finished: its creator is still writing
+    /// it, or died too recently to tell (see `segment::GC_GRACE`), or holds
+    /// it still.
+    #[error("{path}: not a finished ring: {what}")]
+    Unfinished {
+        /// Full path of the object.
+        path: PathBuf,
+        /// What was found, and what to do about it.
+        what: String,
+    },
+
     /// The object was written by an incompatible version of the layout.
     #[error(
-        "{path}: layout version {}.{} is not supported (this build supports {}.{}); use a matching shmring build, or remove and recreate the ring",
-        found.0, found.1, supported.0, supported.1
+        "{path}: layout version {}.{} is not supported (this build supports {}.{}); use a shmring build that supports {}.{}, or remove the ring with `{}` (it refuses while processes are attached; add --force to remove the name anyway) and create it again",
+        found.0, found.1, supported.0, supported.1, found.0, found.1, rm_command(path)
     )]
     VersionMismatch {
         /// Full path of the object.
@@ -100,7 +141,8 @@ pub enum Error {
 
     /// The object's size disagrees with the size recorded in its header.
     #[error(
-        "{path}: size mismatch: the header records {recorded} bytes but the object has {actual}; it was truncated or damaged: remove it (`shmring rm --force`) and recreate it"
+        "{path}: size mismatch: the header records {recorded} bytes but the object has {actual}; it was truncated or damaged: remove it with `{}` (it refuses while processes are attached; add --force to remove the name anyway) and create it again",
+        rm_command(path)
     )]
     SizeMismatch {
         /// Full path of the object.
@@ -129,8 +171,9 @@ pub enum Error {
     /// A value read from shared memory is out of range: a buggy or hostile
     /// peer wrote it, or the object is damaged.
     #[error(
-        "{}corrupted shared state: {what}; a peer process wrote an invalid value: stop all users, then remove the ring (`shmring rm --force`) and recreate it",
-        at(path)
+        "{}corrupted shared state: {what}; a peer process wrote an invalid value: {}",
+        at(path),
+        corrupted_advice(path)
     )]
     Corrupted {
         /// Full path of the object.
@@ -250,6 +293,75 @@ fn after(waited: &Duration) -> String {
         String::new()
     } else {
         format!(" after {waited:?}")
+    }
+}
+
+/// The command that removes the object at `path` when nobody is attached
+/// to it: `shmring rm NAME`, with `--dir DIR` unless it is in the default
+/// directory, quoted for a POSIX shell where needed.
+pub(crate) fn rm_command(path: &Path) -> String {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return "shmring rm NAME".to_string();
+    };
+    let name = shell_quote(&name.to_string_lossy());
+    if dir == Path::new(crate::segment::DEFAULT_DIR) {
+        format!("shmring rm {name}")
+    } else {
+        format!(
+            "shmring --dir {} rm {name}",
+            shell_quote(&dir.to_string_lossy())
+        )
+    }
+}
+
+/// `s` as one word for a POSIX shell: as is when it is made of safe
+/// characters only, else in single quotes.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.,:/+=@%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What to do about a corrupted ring: remove it (named rings) or drop every
+/// handle (anonymous ones, which the kernel frees with their last user).
+fn corrupted_advice(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        "stop all its users, then remove the ring (`shmring rm NAME`) and create it again".into()
+    } else if path.to_string_lossy().starts_with("memfd:") {
+        "drop every handle to it (an anonymous ring is freed with its last user) and create a new one".into()
+    } else {
+        let rm = rm_command(path);
+        format!(
+            "stop all its users, then remove it with `{rm}` (or `{rm} --force` to remove the name while they run) and create it again"
+        )
+    }
+}
+
+/// What to do about something that is not a regular file.
+fn not_a_file_advice(path: &Path, kind: &str) -> String {
+    if kind == "a directory" {
+        String::new()
+    } else {
+        format!(
+            "; if the name is yours to reuse, `{} --force` removes it{}",
+            rm_command(path),
+            if kind == "a symbolic link" {
+                " (the link only, not its target)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn describe_magic(found: u64) -> String {
+    if found == 0 {
+        "no magic number: its first 8 bytes are zero".into()
+    } else {
+        format!("bad magic {found:#018x}")
     }
 }
 

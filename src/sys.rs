@@ -4,7 +4,8 @@
 //! `futex` (wait/wake), `futex_waitv` and `membarrier`. Return codes are
 //! checked; everything returns `io::Result` (or a typed outcome) so the
 //! caller can attach the object's path. Only this module calls `libc`'s
-//! system-call wrappers.
+//! system-call wrappers. [`sigbus`] holds the `SIGBUS` handler that lets a
+//! process survive a peer truncating a named ring.
 // Loom models emulate the futex and barrier calls (see `wait`), so those
 // go unused in `cfg(loom)` builds.
 #![cfg_attr(loom, allow(dead_code))]
@@ -16,6 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::fcntl::{FallocateFlags, FcntlArg, fallocate as nix_fallocate, fcntl};
+
+pub(crate) mod sigbus;
 
 /// `flock` operations.
 #[derive(Clone, Copy, Debug)]

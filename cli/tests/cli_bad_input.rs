@@ -160,7 +160,16 @@ fn empty_file_times_out_with_a_clear_message() {
         Err(e @ Error::Timeout { .. }) => assert!(e.to_string().contains("empty"), "{e}"),
         other => panic!("expected Timeout, got {other:?}"),
     }
-    cli_copes(&dir, "x", "foreign");
+    // An empty, unlocked object is a creation that has just begun or one
+    // whose creator died: "initializing" within the grace period
+    // (`segment::GC_GRACE`), "stale" after it (cli/tests/cli_gc.rs).
+    let (code, out, err) = shmring(&dir.path, &["stat", "x", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["state"] == "initializing" || v["state"] == "stale",
+        "{out}"
+    );
     std::fs::remove_file(dir.file("x")).unwrap();
     dir.finish();
 }

@@ -187,7 +187,15 @@ pub(crate) fn next_frame(
     mut peer_gone: impl FnMut() -> bool,
 ) -> std::result::Result<(u64, u64), TryPopError> {
     let cap = ring.capacity();
-    let corrupt = |w: String| Err(TryPopError::Corrupted(w));
+    // A header read from memory this process lost (zeros) says nothing
+    // about the peer: report the loss instead.
+    let corrupt = |w: String| {
+        Err(TryPopError::Corrupted(if ring.lost_now() {
+            crate::ring::role::memory_lost()
+        } else {
+            w
+        }))
+    };
     // At most one wrap marker precedes a frame.
     for _ in 0..2 {
         let avail = cursor.available(ring, &mut peer_gone, FRAME_HEADER)?;

@@ -85,7 +85,8 @@ impl Producer {
         else {
             return Err(match full_error(&mut self.side, self.persistent, ()) {
                 TryPushError::Disconnected(()) => FramePushError::Disconnected,
-                _ => FramePushError::Full,
+                TryPushError::Corrupted((), w) => FramePushError::Corrupted(w),
+                TryPushError::Full(()) => FramePushError::Full,
             });
         };
         Ok(WriteChunk {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::{Claim, RawMpmc, Stuck};
 use crate::error::{Error, Result};
 use crate::ring::builder::Settings;
-use crate::ring::role::Side;
+use crate::ring::role::{Side, memory_lost};
 use crate::ring::{PopError, PushError, TryPopError, TryPushError};
 use crate::segment::Segment;
 use crate::spsc::raw::full_error;
@@ -103,7 +103,9 @@ impl Core {
                 |check_peer| match claim_write(ring, side, stuck, persistent, want, check_peer) {
                     Ok(got) => Poll::Ready(Ok(got)),
                     Err(TryPushError::Full(())) => {
-                        if check_peer && !persistent && side.peer_gone_now() {
+                        // Checked on persistent rings too: it also looks
+                        // for a truncated file (the next poll reports it).
+                        if check_peer && side.peer_gone_now() && !persistent {
                             return Poll::Ready(Err(PushError::Disconnected(())));
                         }
                         Poll::Pending
@@ -167,7 +169,11 @@ impl Core {
             published_end,
             ..
         } = self;
-        let outcome = wait::block_on(ring.space_wait(), *strategy, Some(timeout), |_| {
+        let outcome = wait::block_on(ring.space_wait(), *strategy, Some(timeout), |check| {
+            // On the periodic check, also look for a truncated file.
+            if side.memory_lost() || (check && side.memory_lost_now()) {
+                return Poll::Ready(Err(Error::corrupted(side.segment().path(), memory_lost())));
+            }
             if all_taken(ring, *published_end) {
                 return Poll::Ready(Ok(()));
             }
@@ -190,7 +196,9 @@ impl Core {
     /// Producers, when dropped: lingers while this side's messages are
     /// unread, then reports them if no consumer is there to take them.
     pub(super) fn linger_on_drop(&mut self) {
-        if self.persistent || self.all_taken() {
+        // Lost memory: nothing can be flushed, and what the indices say
+        // means nothing.
+        if self.persistent || self.side.memory_lost() || self.all_taken() {
             return;
         }
         if !self.linger.is_zero() {
@@ -244,6 +252,16 @@ fn wake_all(seg: &Segment) {
     }
 }
 
+/// What a `Corrupted` claim reports: the loss of the ring's memory if that
+/// is what happened (zeros read from it say nothing about the peers).
+fn lost_or(side: &Side, what: String) -> String {
+    if side.memory_lost_now() {
+        memory_lost()
+    } else {
+        what
+    }
+}
+
 /// One non-blocking claim for writing, on a producer's parts.
 fn claim_write(
     ring: &RawMpmc,
@@ -253,6 +271,9 @@ fn claim_write(
     want: u64,
     scan_now: bool,
 ) -> std::result::Result<(u64, u64), TryPushError<()>> {
+    if side.memory_lost() {
+        return Err(TryPushError::Corrupted((), memory_lost()));
+    }
     let seg = side.segment();
     let claim = ring.claim_for_write(side.role(), want, stuck, scan_now, &|r| seg.role_alive(r));
     match claim {
@@ -261,7 +282,7 @@ fn claim_write(
             Ok((pos, n))
         }
         Claim::Nothing => Err(full_error(side, persistent, ())),
-        Claim::Corrupted(w) => Err(TryPushError::Corrupted((), w)),
+        Claim::Corrupted(w) => Err(TryPushError::Corrupted((), lost_or(side, w))),
     }
 }
 
@@ -274,6 +295,9 @@ fn claim_read(
     want: u64,
     scan_now: bool,
 ) -> std::result::Result<(u64, u64), TryPopError> {
+    if side.memory_lost() {
+        return Err(TryPopError::Corrupted(memory_lost()));
+    }
     let seg = side.segment();
     let claim = ring.claim_for_read(side.role(), want, stuck, scan_now, &|r| seg.role_alive(r));
     match claim {
@@ -281,8 +305,10 @@ fn claim_read(
             side.active();
             Ok((pos, n))
         }
-        Claim::Corrupted(w) => Err(TryPopError::Corrupted(w)),
+        Claim::Corrupted(w) => Err(TryPopError::Corrupted(lost_or(side, w))),
         Claim::Nothing if side.peer_gone() => last_read(ring, side, stuck, want),
+        // The idle poll may have found the file truncated.
+        Claim::Nothing if side.memory_lost() => Err(TryPopError::Corrupted(memory_lost())),
         Claim::Nothing => Err(TryPopError::Empty),
     }
 }
@@ -298,7 +324,7 @@ fn last_read(
     let seg = side.segment();
     match ring.claim_for_read(side.role(), want, stuck, true, &|r| seg.role_alive(r)) {
         Claim::Got(pos, n) => Ok((pos, n)),
-        Claim::Corrupted(w) => Err(TryPopError::Corrupted(w)),
+        Claim::Corrupted(w) => Err(TryPopError::Corrupted(lost_or(side, w))),
         Claim::Nothing => match ring.len() {
             // A dead producer's slot was just marked skipped: the next call
             // takes it.

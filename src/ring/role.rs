@@ -12,6 +12,15 @@
 //! ever was. Their records are scanned when the header's detach counter
 //! moved (one load per idle poll) and every [`SCAN_EVERY`] idle polls, not on
 //! every poll.
+//!
+//! A side also watches for the loss of the ring's memory (a peer truncated
+//! the file: see `sys::sigbus`). An access to a lost page marks the segment
+//! at once; a side that only waits would never touch one, so every
+//! [`LOCK_CHECK_EVERY`] consecutive idle polls (with the lock check), on
+//! every check of the peers' locks now, and at attach, it also compares the
+//! file's size with the mapping's (one `fstat`). The ring kinds check the mark ([`Side::memory_lost`], or their
+//! view's copy of it) at the start of every operation and report
+//! [`MEMORY_LOST`] as `Corrupted`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,6 +29,16 @@ use std::sync::atomic::Ordering;
 use crate::error::Result;
 use crate::layout::{ROLE_ATTACHED, ROLE_DETACHED, ROLE_NEVER};
 use crate::segment::Segment;
+use crate::sys::sigbus::Poison;
+
+/// What `Corrupted` says once this process lost the ring's memory.
+pub(crate) const MEMORY_LOST: &str = "another process truncated the ring's file (or its huge pages could not be provided), so this process lost the ring's shared memory: its mapping now holds private zero pages and nothing more is exchanged through this handle; drop it (messages in flight are lost), recreate the ring, and use an anonymous (memfd) ring, which cannot be truncated, if peers may be hostile";
+
+/// [`MEMORY_LOST`] as an owned string, for the error variants.
+#[cold]
+pub(crate) fn memory_lost() -> String {
+    MEMORY_LOST.to_string()
+}
 
 /// Index of the producer role on single-producer rings.
 pub(crate) const PRODUCER: u32 = 0;
@@ -55,6 +74,8 @@ pub(crate) struct Side {
     /// The kind's way of waking every sleeper on the ring, called on drop
     /// so a peer asleep in a blocking call sees us leave at once.
     wake: fn(&Segment),
+    /// The segment's lost-memory mark (a copy: no pointer chase to check).
+    poison: Poison,
 }
 
 impl Side {
@@ -118,14 +139,37 @@ impl Side {
             // Release: a peer that sees ATTACHED also sees our pid.
             rec.state.store(ROLE_ATTACHED, Ordering::Release);
         }
-        Ok(Side {
+        let poison = seg.guard().poison();
+        let side = Side {
             seg,
             me,
             peers,
             idle_polls: 0,
             seen_detaches: None,
             wake,
-        })
+            poison,
+        };
+        // A ring truncated before or while we attached is refused here
+        // (dropping `side` gives the role back).
+        if side.memory_lost_now() {
+            return Err(crate::Error::corrupted(side.seg.path(), MEMORY_LOST));
+        }
+        Ok(side)
+    }
+
+    /// Has this process lost the ring's memory (see the module docs)? Two
+    /// relaxed loads of process-local words; cheap enough for every
+    /// operation.
+    #[inline]
+    pub(crate) fn memory_lost(&self) -> bool {
+        self.poison.is_set()
+    }
+
+    /// [`memory_lost`](Self::memory_lost), or is the file shorter than the
+    /// ring now (one `fstat`)? For error paths (see `Poison::check_size`).
+    #[cold]
+    pub(crate) fn memory_lost_now(&self) -> bool {
+        self.poison.check_size()
     }
 
     /// The segment.
@@ -169,13 +213,21 @@ impl Side {
     }
 
     /// Has the peer gone (detached cleanly, or died)? `false` while it never
-    /// attached: a side that starts first waits for its peer.
+    /// attached: a side that starts first waits for its peer. Also `false`
+    /// once the ring's memory is lost (what the peers' records say is
+    /// meaningless then): the caller's next look at [`Side::memory_lost`]
+    /// reports it.
     pub(crate) fn peer_gone(&mut self) -> bool {
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        // On the lock checks' schedule (LOCK_CHECK_EVERY consecutive idle
+        // polls: never while messages flow), one `fstat` for a truncation.
+        if self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY) && self.memory_lost_now() {
+            return false;
+        }
         if self.peers.len() != 1 {
             // Scan when a peer detached cleanly since the last scan (one
             // load of a read-mostly line says so), and every SCAN_EVERY
             // idle polls for peers that crashed.
-            self.idle_polls = self.idle_polls.wrapping_add(1);
             // Acquire: pairs with the detacher's release bump, made after
             // its DETACHED store, so the scan sees that record.
             let detaches = self.seg.live().detaches.load(Ordering::Acquire);
@@ -196,7 +248,6 @@ impl Side {
             ROLE_DETACHED => true,
             ROLE_NEVER => false,
             _ => {
-                self.idle_polls = self.idle_polls.wrapping_add(1);
                 if !self.idle_polls.is_multiple_of(LOCK_CHECK_EVERY) {
                     return false;
                 }
@@ -207,8 +258,12 @@ impl Side {
 
     /// Have the peers gone, checking their locks now (one system call per
     /// attached peer) rather than on the counter's schedule? `false` while
-    /// none ever attached.
+    /// none ever attached, and once the ring's memory is lost (checked now
+    /// too: one `fstat`).
     pub(crate) fn peer_gone_now(&self) -> bool {
+        if self.memory_lost_now() {
+            return false;
+        }
         self.scan(true) == Peers::Gone
     }
 

@@ -9,22 +9,30 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use super::abandoned::{self, GC_GRACE, Verdict};
+use super::lifecycle::{check_regular, existing_object_path, file_kind};
+use super::occupancy::{Occupancy, SNAPSHOT_ATTEMPTS, occupancy};
 use super::{HeaderRead, read_header, sys};
 use crate::error::{Error, Result};
-use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, Layout, STATE_READY, WaitCounters};
+use crate::layout::{self, Descriptor, FLAG_PERSISTENT, LINE, STATE_READY, WaitCounters};
 
 /// What an object in the directory is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Status {
-    /// Initialized and in use (or persistent and waiting for users).
+    /// Initialized and in use (or persistent and waiting for users). A
+    /// ring read while messages flow may carry the detail "busy: ..." (its
+    /// `len` is then a lower bound): still healthy.
     Ready,
-    /// Its creator is still writing it.
+    /// Its creator is still writing it (or, with no header yet and no lock
+    /// held, may have died less than the grace period ago).
     Initializing,
     /// Nobody is attached and it is either not persistent or was never
-    /// initialized: `gc` removes it.
+    /// initialized (including what a killed creator leaves: see
+    /// [`GC_GRACE`]): `gc` removes it.
     Stale,
     /// Has this crate's magic but fails validation.
     Corrupt,
@@ -54,7 +62,8 @@ pub struct Inspection {
     pub path: PathBuf,
     /// What it is.
     pub state: Status,
-    /// Why it is corrupt or foreign, or why it is stale.
+    /// Why it is corrupt, foreign, initializing or stale; "busy: ..." on a
+    /// ready ring whose positions moved while they were read.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub detail: Option<String>,
     /// Ring kind ("spsc", "frames").
@@ -190,6 +199,8 @@ impl Inspection {
 }
 
 fn open_admin(path: &Path) -> Result<File> {
+    // Never open a FIFO or a device: opening may block or act on it.
+    check_regular(path)?;
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -202,9 +213,9 @@ fn open_admin(path: &Path) -> Result<File> {
                 path: path.to_path_buf(),
                 action: "inspect",
             },
-            Some(libc::ELOOP) => Error::NotARing {
-                path: path.to_path_buf(),
-                found: 0,
+            Some(libc::ELOOP) => match check_regular(path) {
+                Err(not_a_file) => not_a_file,
+                Ok(()) => Error::io(path, "open", e),
             },
             _ => Error::io(path, "open", e),
         })
@@ -222,46 +233,40 @@ fn read_u32(file: &File, offset: u64) -> Option<u32> {
     Some(u32::from_le_bytes(b))
 }
 
-/// Occupancy from the ring's control lines: (messages, bytes). `None` when
-/// the indices are inconsistent (corrupt) or unreadable.
-fn occupancy(file: &File, layout: &Layout) -> Option<(u64, Option<u64>)> {
-    // The producer/enqueue and consumer/dequeue lines (`SpscControl`,
-    // `MpmcControl`): offsets asserted against the structs in `layout`.
-    let producer = layout.control_offset + (layout::PRODUCER_LINE * LINE) as u64;
-    let consumer = layout.control_offset + (layout::CONSUMER_LINE * LINE) as u64;
-    let tail = read_u64(file, producer + layout::INDEX_WORD as u64)?;
-    let head = read_u64(file, consumer + layout::INDEX_WORD as u64)?;
-    let used = tail.wrapping_sub(head);
-    let limit = match layout.kind {
-        layout::Kind::Spsc | layout::Kind::Mpmc => layout.capacity,
-        layout::Kind::Frames => layout.data_size,
-    };
-    if used > limit {
-        return None;
-    }
-    match layout.kind {
-        layout::Kind::Spsc | layout::Kind::Mpmc => Some((used, None)),
-        layout::Kind::Frames => {
-            let produced = read_u64(file, producer + layout::COUNT_WORD as u64)?;
-            let consumed = read_u64(file, consumer + layout::COUNT_WORD as u64)?;
-            let msgs = produced.wrapping_sub(consumed);
-            (msgs <= layout.data_size / 8).then_some((msgs, Some(used)))
-        }
-    }
+/// Inspects the object `name` in `dir` without attaching to it. An object
+/// without a header is judged with the default grace period
+/// ([`GC_GRACE`]).
+pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
+    inspect_with(dir, name, GC_GRACE)
 }
 
-/// Inspects the object `name` in `dir` without attaching to it.
-pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
-    let path = super::object_path(dir, name)?;
+/// [`inspect`], judging objects without a header with the grace period
+/// `grace`. Names with control characters, which creation refuses, are
+/// accepted here so that whatever is in the directory can be listed.
+fn inspect_with(dir: &Path, name: &str, grace: Duration) -> Result<Inspection> {
+    let path = existing_object_path(dir, name)?;
+    let mut info = Inspection::bare(name, path.clone());
+    if let Ok(m) = std::fs::symlink_metadata(&path)
+        && !m.file_type().is_file()
+    {
+        info.size_bytes = m.len();
+        info.inode = m.ino();
+        info.mode = format!("{:04o}", m.mode() & 0o7777);
+        info.uid = m.uid();
+        info.detail = Some(format!("not a regular file: {}", file_kind(m.file_type())));
+        return Ok(info);
+    }
     let file = open_admin(&path)?;
     let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
-    let mut info = Inspection::bare(name, path.clone());
     info.size_bytes = meta.len();
     info.inode = meta.ino();
     info.mode = format!("{:04o}", meta.mode() & 0o7777);
     info.uid = meta.uid();
     if !meta.file_type().is_file() {
-        info.detail = Some("not a regular file".into());
+        info.detail = Some(format!(
+            "not a regular file: {}",
+            file_kind(meta.file_type())
+        ));
         return Ok(info);
     }
     let locks = sys::locks_on(meta.dev(), meta.ino());
@@ -274,14 +279,20 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
     let (desc, state): (Descriptor, u32) = match read_header(&file, &path, meta.len()) {
         Ok(HeaderRead::Header(d, s)) => (*d, s),
         Ok(HeaderRead::Empty) => {
-            info.detail = Some(
-                "empty: no shmring header (a creation in progress, or another program's object)"
-                    .into(),
-            );
+            let (state, detail) = match abandoned::judge_empty(&file, &path, &meta, grace, false) {
+                Verdict::Abandoned(why) => (Status::Stale, why),
+                Verdict::Pending(why) => (Status::Initializing, why),
+                Verdict::Held(_, why) => (Status::Initializing, why),
+                Verdict::Foreign(why) => (Status::Foreign, why),
+            };
+            info.state = state;
+            info.detail = Some(detail);
             return Ok(info);
         }
-        Err(Error::NotARing { .. }) => {
-            info.detail = Some("no shmring magic".into());
+        Err(Error::NotARing { found, .. }) => {
+            info.detail = Some(format!(
+                "no shmring magic (its first 8 bytes are {found:#018x}): another program's file"
+            ));
             return Ok(info);
         }
         Err(e) => {
@@ -318,7 +329,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         info.state = if info.attached > 0 {
             Status::Initializing
         } else {
-            info.detail = Some("never finished initializing and nobody holds it".into());
+            info.detail = Some(abandoned::unready_reason(&desc));
             Status::Stale
         };
         return Ok(info);
@@ -345,14 +356,34 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         info.skipped = read_u64(&file, stats + layout::STATS_SKIPPED_WORD as u64);
         info.redelivered = read_u64(&file, stats + layout::STATS_REDELIVERED_WORD as u64);
     }
+    let mut busy = None;
     match occupancy(&file, &layout) {
-        Some((msgs, bytes)) => {
+        Some(Occupancy::Healthy {
+            msgs,
+            bytes,
+            busy: moving,
+        }) => {
             info.len = Some(msgs);
             info.bytes_used = bytes;
+            if moving {
+                busy = Some(format!(
+                    "busy: messages moved during each of {SNAPSHOT_ATTEMPTS} readings, so len{} is a lower bound for that moment",
+                    if bytes.is_some() {
+                        " (and bytes_used)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Some(Occupancy::Corrupt(why)) => {
+            info.state = Status::Corrupt;
+            info.detail = Some(why);
+            return Ok(info);
         }
         None => {
             info.state = Status::Corrupt;
-            info.detail = Some("ring indices are out of range".into());
+            info.detail = Some("the ring's positions cannot be read".into());
             return Ok(info);
         }
     }
@@ -395,6 +426,7 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
         info.detail = Some("nobody is attached and it is not persistent".into());
         Status::Stale
     } else {
+        info.detail = busy;
         Status::Ready
     };
     Ok(info)
@@ -403,6 +435,10 @@ pub fn inspect(dir: &Path, name: &str) -> Result<Inspection> {
 /// Inspects every object in `dir`, sorted by name. Objects that vanish while
 /// listing are skipped; ones that cannot be read are shown as foreign.
 pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
+    list_with(dir, GC_GRACE)
+}
+
+fn list_with(dir: &Path, grace: Duration) -> Result<Vec<Inspection>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "readdir", e))?;
     let mut out = Vec::new();
     for entry in entries {
@@ -410,7 +446,7 @@ pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        match inspect(dir, &name) {
+        match inspect_with(dir, &name, grace) {
             Ok(info) => out.push(info),
             Err(Error::NotFound { .. }) => {}
             Err(e) => {
@@ -428,7 +464,7 @@ pub fn list(dir: &Path) -> Result<Vec<Inspection>> {
 /// Marks the object as removed in its live line (so attached handles'
 /// `is_current()` turns false without a system call), then unlinks the name
 /// if it still refers to `file`'s inode.
-fn unlink_if_same(path: &Path, file: &File, mark: bool) -> Result<bool> {
+pub(super) fn unlink_if_same(path: &Path, file: &File, mark: bool) -> Result<bool> {
     let meta = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
     if meta.nlink() == 0 {
         return Ok(false);
@@ -457,39 +493,56 @@ fn unlink_if_same(path: &Path, file: &File, mark: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Removes the ring `name`. Without `force` it must be a valid ring that
-/// nobody is attached to ([`Error::InUse`] names who is). With `force` the
-/// name is removed anyway: attached processes keep using the old object
-/// (their `is_current()` turns false) and it is freed when the last detaches.
+/// Removes the ring `name`.
+///
+/// Without `force`: it must be one of this crate's objects (it has the
+/// magic number, whatever else its header says, so a damaged ring or one of
+/// another layout version is removed too) that nobody is attached to
+/// ([`Error::InUse`] names who is), or an object a killed creator left
+/// without a header, under the rules `gc` follows (see [`GC_GRACE`];
+/// [`Error::Unfinished`] while it may still be a live creation). Anything
+/// else ([`Error::NotARing`], [`Error::NotAFile`]) is left alone.
+///
+/// With `force` the name is removed anyway, whatever it names (a symbolic
+/// link is removed, not its target): attached processes keep using the old
+/// object (their `is_current()` turns false) and it is freed when the last
+/// detaches.
 pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
-    let path = super::object_path(dir, name)?;
+    let path = existing_object_path(dir, name)?;
+    if force
+        && let Ok(m) = std::fs::symlink_metadata(&path)
+        && !m.file_type().is_file()
+    {
+        return std::fs::remove_file(&path).map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) => Error::NotAFile {
+                path: path.clone(),
+                kind: "a directory",
+            },
+            _ => Error::io(&path, "unlink", e),
+        });
+    }
     let file = open_admin(&path)?;
     let meta = file.metadata().map_err(|e| Error::io(&path, "fstat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotAFile {
+            path,
+            kind: file_kind(meta.file_type()),
+        });
+    }
     if !force {
-        match read_header(&file, &path, meta.len())? {
-            HeaderRead::Empty => {
-                return Err(Error::NotARing {
-                    path: path.clone(),
-                    found: 0,
-                });
-            }
-            HeaderRead::Header(desc, state) => {
-                if state == STATE_READY {
-                    layout::validate(&desc, &path, meta.len())?;
-                }
-            }
+        match read_header(&file, &path, meta.len()) {
+            Ok(HeaderRead::Empty) => return remove_unfinished(&path, &file, &meta),
+            // Ours (the magic matched), ready or not, valid or not.
+            Ok(HeaderRead::Header(..)) | Err(Error::SizeMismatch { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     let exclusive = super::try_exclusive(&file).map_err(|e| Error::io(&path, "flock", e))?;
     if !exclusive && !force {
-        let mut pids: Vec<i32> = sys::locks_on(meta.dev(), meta.ino())
-            .into_iter()
-            .filter(|l| l.is_flock)
-            .map(|l| l.pid)
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        return Err(Error::InUse { path, pids });
+        return Err(Error::InUse {
+            pids: flock_holders(&meta),
+            path,
+        });
     }
     if !unlink_if_same(&path, &file, !exclusive)? {
         return Err(Error::NotFound { path });
@@ -497,12 +550,85 @@ pub fn remove(dir: &Path, name: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Removes stale rings in `dir`: nobody attached, and either never
-/// initialized or not persistent. Returns what was (or, with `dry_run`,
-/// would be) removed. Each is re-checked under the exclusive lock first.
+/// Pids holding a `flock` on the object, as `/proc/locks` tells.
+fn flock_holders(meta: &std::fs::Metadata) -> Vec<i32> {
+    let mut pids: Vec<i32> = sys::locks_on(meta.dev(), meta.ino())
+        .into_iter()
+        .filter(|l| l.is_flock)
+        .map(|l| l.pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// `remove` without `force` of an object with no header: removed if a
+/// killed creator left it (as `gc` would), else an error saying what it is
+/// and what to do.
+fn remove_unfinished(path: &Path, file: &File, meta: &std::fs::Metadata) -> Result<()> {
+    let force = format!("`{} --force`", crate::error::rm_command(path));
+    match abandoned::judge_empty(file, path, meta, GC_GRACE, false) {
+        Verdict::Abandoned(_) => {}
+        Verdict::Pending(why) => {
+            return Err(Error::Unfinished {
+                path: path.to_path_buf(),
+                what: format!("{why}, and so does plain `shmring rm` then; {force} removes it now"),
+            });
+        }
+        Verdict::Held(pids, why) => {
+            return Err(Error::Unfinished {
+                path: path.to_path_buf(),
+                what: format!(
+                    "{why} (pid {}); stop that process first, or remove the name anyway with {force}",
+                    pids.iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        Verdict::Foreign(_) => {
+            return Err(Error::NotARing {
+                path: path.to_path_buf(),
+                found: 0,
+            });
+        }
+    }
+    let taken =
+        sys::try_flock(file, sys::Flock::Exclusive).map_err(|e| Error::io(path, "flock", e))?;
+    if !taken {
+        return Err(Error::InUse {
+            path: path.to_path_buf(),
+            pids: flock_holders(meta),
+        });
+    }
+    match abandoned::reclaim_locked(path, file, GC_GRACE, false)? {
+        Some(_) => Ok(()),
+        None => Err(Error::Unfinished {
+            path: path.to_path_buf(),
+            what: "it changed while being removed; look again with `shmring stat`".into(),
+        }),
+    }
+}
+
+/// Removes stale rings in `dir` (see [`gc_with_grace`]), judging objects
+/// without a header with the default grace period, [`GC_GRACE`].
 pub fn gc(dir: &Path, dry_run: bool) -> Result<Vec<Inspection>> {
+    gc_with_grace(dir, dry_run, GC_GRACE)
+}
+
+/// Removes stale rings in `dir`: rings nobody is attached to that are not
+/// persistent, and whatever a killed creator left unfinished: a header that
+/// never became READY, and (once nothing has changed it for `grace`) an
+/// object of 0 bytes or all zero (see [`GC_GRACE`] for the exact rules).
+/// Nobody may hold a lock on any of them. Never removes an object that a
+/// live creator holds, another program's file (other bytes where the magic
+/// goes, or data after a zero header), or anything that is not a regular
+/// file. Each is re-checked under its exclusive lock before removal.
+/// Returns what was (or, with `dry_run`, would be) removed.
+pub fn gc_with_grace(dir: &Path, dry_run: bool, grace: Duration) -> Result<Vec<Inspection>> {
     let mut removed = Vec::new();
-    for info in list(dir)? {
+    for mut info in list_with(dir, grace)? {
         if info.state != Status::Stale {
             continue;
         }
@@ -517,17 +643,20 @@ pub fn gc(dir: &Path, dry_run: bool) -> Result<Vec<Inspection>> {
         // Re-inspect under the lock: the ring may have been initialized or
         // attached to since it was listed.
         let Ok(meta) = file.metadata() else { continue };
-        let stale = match read_header(&file, &info.path, meta.len()) {
-            Ok(HeaderRead::Header(desc, state)) => {
-                state != STATE_READY || desc.flags & FLAG_PERSISTENT == 0
+        match read_header(&file, &info.path, meta.len()) {
+            Ok(HeaderRead::Header(desc, state))
+                if state == STATE_READY && desc.flags & FLAG_PERSISTENT == 0 =>
+            {
+                if dry_run || unlink_if_same(&info.path, &file, false)? {
+                    removed.push(info);
+                }
             }
-            _ => false,
-        };
-        if !stale {
-            continue;
-        }
-        if dry_run || unlink_if_same(&info.path, &file, false)? {
-            removed.push(info);
+            _ => {
+                if let Some(why) = abandoned::reclaim_locked(&info.path, &file, grace, dry_run)? {
+                    info.detail = Some(why);
+                    removed.push(info);
+                }
+            }
         }
     }
     Ok(removed)

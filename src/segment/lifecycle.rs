@@ -7,9 +7,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Segment;
+use super::abandoned::GC_GRACE;
 use super::options::{RingSpec, SegmentOptions};
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -41,21 +43,30 @@ impl SegmentOptions {
     }
 
     /// Attaches to an existing object; fails with [`Error::NotFound`] if there
-    /// is none.
+    /// is none. An object whose creator died before finishing it makes this
+    /// wait out the timeout and say so ([`Error::Timeout`]); `open` never
+    /// removes anything.
     pub fn open(&self, name: &str) -> Result<Segment> {
         let path = object_path(&self.dir, name)?;
         let deadline = Instant::now() + self.timeout;
-        self.open_until(name, &path, deadline)
+        self.open_until(name, &path, deadline, false)
     }
 
     /// Attaches to the object if it exists, creates it otherwise. Whoever
     /// comes first creates; the layout of an existing object is whatever its
     /// creator chose (the ring types check it against what they need).
+    ///
+    /// An object that a killed creator left unfinished is replaced, under
+    /// the rules `gc` follows (module `abandoned`): this takes its exclusive
+    /// lock, then removes it if it has a header that never became READY, or
+    /// has no header, is all zero and has been left unchanged and unlocked
+    /// for [`GC_GRACE`](super::GC_GRACE) (until then it waits, up to the
+    /// timeout); then creates the ring anew.
     pub fn open_or_create(&self, name: &str, spec: &RingSpec<'_>) -> Result<Segment> {
         let path = object_path(&self.dir, name)?;
         let deadline = Instant::now() + self.timeout;
         loop {
-            match self.open_until(name, &path, deadline) {
+            match self.open_until(name, &path, deadline, true) {
                 Err(Error::NotFound { .. }) => {}
                 other => return other,
             }
@@ -187,6 +198,20 @@ impl SegmentOptions {
         // mapping is built from what it accepts.
         let layout = &layout::validate(&desc, path, layout.total_size)?;
         let seg = Segment::map(name, path, file, desc, *layout, &meta, 0)?;
+        // The magic number first, on its own: a creator killed while the rest
+        // of the header is copied then leaves an object that has the magic
+        // (which `gc` knows for an abandoned creation), never zeros where
+        // the magic goes with data after them (another program's file, to
+        // `gc`).
+        let magic_at = seg
+            .region(0, 8)
+            .ok_or_else(|| Error::corrupted(path, "a ring mapping shorter than its header"))?;
+        // SAFETY: `region` checked that the 8 bytes are inside the mapping;
+        // the mapping is page-aligned, so they are aligned for an AtomicU64;
+        // we hold the exclusive lock, so no other process writes them.
+        unsafe { AtomicU64::from_ptr(magic_at.cast::<u64>()) }.store(MAGIC, Ordering::Relaxed);
+        // Orders the magic before every store of the header below.
+        fence(Ordering::Release);
         // Through the mapping, not pwrite: hugetlbfs has no write().
         seg.write_descriptor();
         test_pause();
@@ -221,12 +246,23 @@ impl SegmentOptions {
         Ok(Some(seg))
     }
 
-    fn open_until(&self, name: &str, path: &Path, deadline: Instant) -> Result<Segment> {
+    /// Attaches, retrying until `deadline` while the object is not ready.
+    /// `reclaim`: remove an object a killed creator left unfinished (see
+    /// `open_or_create`), after which the name is gone and this returns
+    /// [`Error::NotFound`].
+    fn open_until(
+        &self,
+        name: &str,
+        path: &Path,
+        deadline: Instant,
+        reclaim: bool,
+    ) -> Result<Segment> {
         let mut pause = Duration::from_micros(20);
         loop {
-            match self.open_once(name, path, deadline)? {
-                Ok(seg) => return Ok(seg),
-                Err(why) => {
+            match self.open_once(name, path, deadline, reclaim)? {
+                Attempt::Attached(seg) => return Ok(*seg),
+                Attempt::Reclaimed => {}
+                Attempt::Retry(why) => {
                     if Instant::now() >= deadline {
                         return Err(Error::Timeout {
                             path: path.to_path_buf(),
@@ -241,13 +277,16 @@ impl SegmentOptions {
         }
     }
 
-    /// One attempt at attaching. The inner `Err` says why it must be retried.
+    /// One attempt at attaching.
     fn open_once(
         &self,
         name: &str,
         path: &Path,
         deadline: Instant,
-    ) -> Result<std::result::Result<Segment, String>> {
+        reclaim: bool,
+    ) -> Result<Attempt> {
+        // Never open a FIFO or a device (opening may block or act on it).
+        check_regular(path)?;
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -258,38 +297,54 @@ impl SegmentOptions {
             Err(e) => return Err(open_error(&self.dir, path, "open", e)),
         };
         if !lock_until(&file, sys::Flock::Shared, deadline, path)? {
-            return Ok(Err(
+            return Ok(Attempt::Retry(
                 "waiting for the creator to finish initializing (it holds the exclusive lock)"
                     .into(),
             ));
         }
         let meta = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
         if !meta.file_type().is_file() {
-            return Err(Error::NotARing {
+            return Err(Error::NotAFile {
                 path: path.to_path_buf(),
-                found: 0,
+                kind: file_kind(meta.file_type()),
             });
         }
         if meta.nlink() == 0 {
-            return Ok(Err("the object was removed while we waited".into()));
+            return Ok(Attempt::Retry(
+                "the object was removed while we waited".into(),
+            ));
         }
+        let rm = crate::error::rm_command(path);
         let (desc, state) = match read_header(&file, path, meta.len())? {
             HeaderRead::Empty => {
-                return Ok(Err(
-                    "the object is empty: its creator is still starting or died before writing the header (`shmring gc` removes it if it is abandoned)"
-                        .into(),
-                ));
+                // Without a header, only an object left alone for the grace
+                // period may be a dead creator's (module `abandoned`).
+                if reclaim
+                    && super::abandoned::unchanged_for(&meta) >= GC_GRACE
+                    && reclaim_abandoned(&file, path)?
+                {
+                    return Ok(Attempt::Reclaimed);
+                }
+                return Ok(Attempt::Retry(format!(
+                    "the object is empty: its creator is still starting, or died before writing the header; once nobody holds it and nothing has changed it for {} s, `shmring gc` or `{rm}` removes it, and opening with create (`open_or_create`, `--create`) replaces it",
+                    GC_GRACE.as_secs_f64()
+                )));
             }
             HeaderRead::Header(desc, state) => (*desc, state),
         };
         if state != STATE_READY {
+            // We hold the shared lock, so the creator no longer holds its
+            // exclusive one: it died before publishing.
+            if reclaim && reclaim_abandoned(&file, path)? {
+                return Ok(Attempt::Reclaimed);
+            }
             let alive = if sys::pid_alive(desc.creator_pid as i32) {
                 "running"
             } else {
                 "not running"
             };
-            return Ok(Err(format!(
-                "waiting for the creator (pid {}, {alive}) to finish initializing; if it died, `shmring gc` removes the half-made object",
+            return Ok(Attempt::Retry(format!(
+                "waiting for the creator (pid {}, {alive}) to finish initializing; if it died, `shmring gc` or `{rm}` removes the half-made object, and opening with create (`open_or_create`, `--create`) replaces it",
                 desc.creator_pid
             )));
         }
@@ -298,9 +353,39 @@ impl SegmentOptions {
         // Acquire pairs with the creator's release store of READY: every ring
         // word it initialized is visible from here on.
         if seg.live().state.load(std::sync::atomic::Ordering::Acquire) != STATE_READY {
-            return Ok(Err("the object changed state while attaching".into()));
+            return Ok(Attempt::Retry(
+                "the object changed state while attaching".into(),
+            ));
         }
-        Ok(Ok(seg))
+        Ok(Attempt::Attached(Box::new(seg)))
+    }
+}
+
+/// The outcome of one attempt at attaching.
+enum Attempt {
+    Attached(Box<Segment>),
+    /// A killed creator's unfinished object was removed: try again at once.
+    Reclaimed,
+    /// Not ready yet; why.
+    Retry(String),
+}
+
+/// For `open_or_create`, holding `LOCK_SH` on an unfinished object: trades
+/// it for the exclusive lock and removes the object if a killed creator
+/// left it (the rules of `gc`, with the default grace period). `false`:
+/// it stays (another process holds it, or it may be a live creation).
+fn reclaim_abandoned(file: &File, path: &Path) -> Result<bool> {
+    // flock converts by dropping our shared lock first; if the exclusive
+    // one is refused we hold none, which is fine: the caller lets go.
+    if !sys::try_flock(file, sys::Flock::Exclusive).map_err(|e| Error::io(path, "flock", e))? {
+        return Ok(false);
+    }
+    match super::abandoned::reclaim_locked(path, file, GC_GRACE, false)? {
+        Some(why) => {
+            log::warn!("{}: removed {why}; creating it again", path.display());
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 
@@ -442,8 +527,29 @@ pub(super) fn same_inode(path: &Path, file: &File) -> bool {
     }
 }
 
-/// Checks a ring name and joins it to the directory.
+/// Checks a ring name and joins it to the directory: what creating and
+/// opening accept. A name is not empty, `.` or `..`, has no `/` or NUL and
+/// at most 255 bytes, and contains no control characters (a newline would
+/// break `shmring ls` and every line-oriented tool, an escape sequence the
+/// terminal). Inspecting and removing accept control characters, to reach
+/// whatever is in the directory.
 pub fn object_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    if let Some((at, c)) = name.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: format!(
+                "a name may not contain control characters ({c:?} at byte {at}): they break `shmring ls` and other line-oriented tools; use letters, digits, '-', '_' or '.'"
+            ),
+        });
+    }
+    existing_object_path(dir, name)
+}
+
+/// Checks a name and joins it to the directory, for the administration
+/// functions (`inspect`, `remove`): these must be able to reach any object
+/// that is there, so they accept control characters, which only creation
+/// and opening refuse.
+pub(crate) fn existing_object_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let reason = if name.is_empty() {
         Some("the name is empty".to_string())
     } else if name.contains('/') {
@@ -469,6 +575,41 @@ pub fn object_path(dir: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
+/// What a file that is not a regular file is, for [`Error::NotAFile`].
+pub(crate) fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "an unknown kind of file"
+    }
+}
+
+/// [`Error::NotAFile`] if `path` names something other than a regular file
+/// (without following a symbolic link); `Ok` if it is one or is missing
+/// (the caller's open reports that).
+pub(crate) fn check_regular(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(m.file_type()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn open_error(dir: &Path, path: &Path, action: &'static str, e: io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOENT) if !dir.is_dir() => Error::io(
@@ -486,9 +627,15 @@ fn open_error(dir: &Path, path: &Path, action: &'static str, e: io::Error) -> Er
             path: path.to_path_buf(),
             action,
         },
-        Some(libc::ELOOP) => Error::NotARing {
+        // O_NOFOLLOW: the name is a symbolic link (or the directory's path
+        // has a loop of them).
+        Some(libc::ELOOP) => match check_regular(path) {
+            Err(not_a_file) => not_a_file,
+            Ok(()) => Error::io(path, "open", e),
+        },
+        Some(libc::EISDIR) => Error::NotAFile {
             path: path.to_path_buf(),
-            found: 0,
+            kind: "a directory",
         },
         Some(libc::ENAMETOOLONG) => Error::InvalidName {
             name: path
@@ -497,11 +644,13 @@ fn open_error(dir: &Path, path: &Path, action: &'static str, e: io::Error) -> Er
                 .unwrap_or_default(),
             reason: "too long for the file system".into(),
         },
-        Some(libc::ENOSPC) => Error::NoSpace {
+        // `open` allocates no data, only an inode (and a directory entry):
+        // ENOSPC here means the file system is out of inodes, whatever its
+        // free bytes (tmpfs: `nr_inodes`).
+        Some(libc::ENOSPC) => Error::NoInodes {
             path: path.to_path_buf(),
             mount: dir.to_path_buf(),
-            needed: 0,
-            free: 0,
+            free: sys::fs_info(dir).ok().and_then(|f| f.free),
         },
         _ => Error::io(
             path,
@@ -522,7 +671,19 @@ mod tests {
     #[test]
     fn names_are_checked() {
         let d = Path::new("/dev/shm");
-        for bad in ["", "a/b", "/x", ".", "..", "a\0b"] {
+        for bad in [
+            "",
+            "a/b",
+            "/x",
+            ".",
+            "..",
+            "a\0b",
+            "a\nb",
+            "tab\there",
+            "esc\x1b[2J",
+            "del\x7f",
+            "c1\u{85}",
+        ] {
             assert!(
                 matches!(object_path(d, bad), Err(Error::InvalidName { .. })),
                 "{bad:?}"

@@ -7,9 +7,11 @@
 //!   description of the object. The kernel drops it when the process exits or
 //!   dies, so a crash never leaves a lock behind.
 //! * **Create**: `open(O_CREAT|O_EXCL)`, `flock(LOCK_EX)`, re-check
-//!   `st_nlink`, `fallocate` the full size, write the descriptor, map, publish
-//!   `state = READY` (release), convert to `LOCK_SH` and re-check `st_nlink`
-//!   (the conversion drops the lock for a moment).
+//!   `st_nlink`, `fallocate` the full size, map, write the magic number, then
+//!   the rest of the descriptor, publish `state = READY` (release), convert
+//!   to `LOCK_SH` and re-check `st_nlink` (the conversion drops the lock for
+//!   a moment). What a creator killed on the way leaves, and who removes it:
+//!   module `abandoned`.
 //! * **Open**: `open`, `flock(LOCK_SH)` (which waits out a creator still
 //!   holding `LOCK_EX`, up to the timeout), `fstat`: if `st_nlink == 0` the
 //!   object was removed while we waited, so start over; if it is not READY
@@ -33,14 +35,17 @@
 //! and the object's size must equal the recorded size, so no access can fall
 //! past the end of the file (which would be SIGBUS).
 
+mod abandoned;
 mod admin;
 mod anonymous;
 mod lifecycle;
+mod occupancy;
 mod options;
 mod roles;
 
 pub use crate::sys::MappingFacts;
-pub use admin::{Inspection, RoleInfo, Status, gc, inspect, list, remove};
+pub use abandoned::GC_GRACE;
+pub use admin::{Inspection, RoleInfo, Status, gc, gc_with_grace, inspect, list, remove};
 #[cfg(feature = "test-hooks")]
 pub use lifecycle::TEST_PAUSE_ENV;
 pub use lifecycle::object_path;
@@ -84,6 +89,9 @@ pub struct Segment {
     held_roles: Mutex<Vec<u32>>,
     /// An anonymous memfd ring: no name to check or remove.
     anonymous: bool,
+    /// The mapping's registration with the SIGBUS handler (see
+    /// [`sys::sigbus`]): released in `Drop` before the unmapping.
+    guard: sys::sigbus::MappingGuard,
 }
 
 impl std::fmt::Debug for Segment {
@@ -124,6 +132,29 @@ impl Segment {
         let map = options
             .map_raw(&file)
             .map_err(|e| Error::io(path, "mmap", e))?;
+        // Registered before anything touches the mapping, so that a peer
+        // truncating the file from now on costs this process the ring (it
+        // reports `Corrupted`), not its life. A memfd the kernel has sealed
+        // against shrinking cannot lose pages (the header's backing bits
+        // are not trusted for this: the seals are asked of the kernel).
+        let sealed = sys::seals(&file).is_ok_and(|s| s & libc::F_SEAL_SHRINK != 0);
+        let guard = if sealed {
+            sys::sigbus::MappingGuard::sealed()
+        } else {
+            sys::sigbus::MappingGuard::register(map.as_mut_ptr(), len, &file, layout.total_size)
+                .map_err(|e| match e {
+                    sys::sigbus::RegisterError::Install(e) => {
+                        Error::io(path, "sigaction(SIGBUS)", e)
+                    }
+                    sys::sigbus::RegisterError::Full => Error::InvalidConfig {
+                        what: format!(
+                            "{}: more than {} named rings are mapped at once in this process; drop some handles (anonymous memfd rings do not count)",
+                            path.display(),
+                            sys::sigbus::MAX_MAPPINGS
+                        ),
+                    },
+                })?
+        };
         if bits & layout::BACKING_HUGE_ACTIVE != 0 {
             // Transparent huge pages on shmem need the advice; hugetlbfs
             // mappings are huge anyway (and may refuse it): best effort.
@@ -150,6 +181,7 @@ impl Segment {
             ino: meta.ino(),
             held_roles: Mutex::new(Vec::new()),
             anonymous: desc.backing & layout::BACKING_MEMFD != 0,
+            guard,
         })
     }
 
@@ -238,6 +270,23 @@ impl Segment {
         }
     }
 
+    /// Has this process lost the ring's memory? True once a peer truncated
+    /// the ring's file under this mapping (or its huge pages could not be
+    /// provided) and an access hit a lost page, or an idle poll saw the file
+    /// shrunk: the mapping then holds private zero pages, every operation
+    /// on the ring reports `Corrupted`, and nothing more is exchanged with
+    /// other processes through it. Never true for anonymous (memfd) rings,
+    /// which are sealed against shrinking.
+    pub fn is_poisoned(&self) -> bool {
+        self.guard.is_lost()
+    }
+
+    /// The mapping's registration with the SIGBUS handler (its poison mark
+    /// and the file size check).
+    pub(crate) fn guard(&self) -> &sys::sigbus::MappingGuard {
+        &self.guard
+    }
+
     /// The header's live line.
     pub(crate) fn live(&self) -> &Live {
         // LIVE_OFFSET + size_of::<Live>() <= HEADER_SIZE <= total_size by the
@@ -261,6 +310,9 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // Before the unmapping: the SIGBUS handler must never act on a
+        // range that is no longer ours (see `sys::sigbus`).
+        self.guard.release();
         // SAFETY: `map` is not used after this point: this is `drop`, and no
         // ring can outlive the segment (rings hold an `Arc<Segment>`).
         unsafe { ManuallyDrop::drop(&mut self.map) };

@@ -28,7 +28,12 @@ pub(crate) fn flush(
     timeout: Duration,
     units: &str,
 ) -> Result<()> {
-    let outcome = wait::block_on(ring.space_wait(), strategy, Some(timeout), |_| {
+    let outcome = wait::block_on(ring.space_wait(), strategy, Some(timeout), |check| {
+        // On the periodic check, also look for a truncated file (then
+        // `check` below reports the lost memory).
+        if check {
+            side.memory_lost_now();
+        }
         // Acquire: pairs with the consumer's release of `head`.
         let head = ring.head().load(Ordering::Acquire);
         match ring.check(tail, head) {
@@ -65,7 +70,9 @@ pub(crate) fn linger_on_drop(
     persistent: bool,
     units: &str,
 ) {
-    if persistent || unread(ring, tail) == 0 {
+    // Lost memory (a truncating peer): nothing can be flushed, and the
+    // indices mean nothing.
+    if persistent || ring.lost() || unread(ring, tail) == 0 {
         return;
     }
     if !linger.is_zero() {

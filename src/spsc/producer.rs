@@ -141,7 +141,9 @@ impl<T: Pod> Producer<T> {
             match push_one(ring, cursor, side, persistent, v) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(TryPushError::Full(v)) => {
-                    if check_peer && !persistent && side.peer_gone_now() {
+                    // Checked on persistent rings too: it also looks for a
+                    // truncated file (the next poll reports it).
+                    if check_peer && side.peer_gone_now() && !persistent {
                         return Poll::Ready(Err(PushError::Disconnected(v)));
                     }
                     slot = Some(v);

@@ -3,10 +3,11 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{ConsumerLine, LINE, ProducerLine, SPSC_CONTROL_SIZE, SpscControl, WaitLine};
-use crate::ring::role::Side;
+use crate::ring::role::{MEMORY_LOST, Side, memory_lost};
 use crate::ring::{TryPopError, TryPushError};
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sys::sigbus::Poison;
 use crate::wait::{Event, WaitCounters};
 
 /// The control lines and the data area, as raw pointers into memory that
@@ -25,6 +26,9 @@ pub(crate) struct RawRing {
     capacity: u64,
     /// Bytes per slot.
     stride: usize,
+    /// The segment's lost-memory mark (a truncating peer; see
+    /// `ring::role`), checked at the start of every operation.
+    poison: Poison,
 }
 
 // SAFETY: the pointers refer to shared memory accessed only through atomics
@@ -66,7 +70,22 @@ impl RawRing {
             data,
             capacity,
             stride,
+            poison: seg.guard().poison(),
         })
+    }
+
+    /// Has this process lost the ring's memory (a peer truncated it)?
+    #[inline(always)]
+    pub(crate) fn lost(&self) -> bool {
+        self.poison.is_set()
+    }
+
+    /// [`lost`](Self::lost), or is the file shorter than the ring now (one
+    /// `fstat`)? For error paths: a value that fails a check may be the
+    /// zeroed tail of a page a truncation cut in the middle.
+    #[cold]
+    pub(crate) fn lost_now(&self) -> bool {
+        self.poison.check_size()
     }
 
     #[inline]
@@ -132,6 +151,7 @@ impl RawRing {
             data,
             capacity,
             stride,
+            poison: Poison::never(),
         }
     }
 
@@ -197,10 +217,18 @@ impl RawRing {
 
     /// Checks an index pair read from shared memory: the producer may be at
     /// most `capacity` ahead of the consumer and never behind it.
+    /// Indices read from memory this process lost (zeros) mean nothing:
+    /// that is reported instead, whatever they look like.
     #[inline]
     pub(crate) fn check(&self, tail: u64, head: u64) -> std::result::Result<u64, String> {
+        if self.lost() {
+            return Err(memory_lost());
+        }
         let used = tail.wrapping_sub(head);
         if used > self.capacity {
+            if self.lost_now() {
+                return Err(memory_lost());
+            }
             return Err(format!(
                 "producer index {tail} and consumer index {head} are {used} apart, more than the capacity {}",
                 self.capacity
@@ -237,6 +265,9 @@ impl ProducerCursor {
     /// says fewer than `want` are free.
     #[inline]
     pub(crate) fn free(&mut self, ring: &RawRing, want: u64) -> std::result::Result<u64, String> {
+        if ring.lost() {
+            return Err(memory_lost());
+        }
         let cap = ring.capacity();
         let free = cap - self.tail.wrapping_sub(self.cached_head).min(cap);
         if free >= want {
@@ -294,6 +325,9 @@ impl ConsumerCursor {
         mut peer_gone: impl FnMut() -> bool,
         want: u64,
     ) -> std::result::Result<u64, TryPopError> {
+        if ring.lost() {
+            return Err(TryPopError::Corrupted(memory_lost()));
+        }
         let avail = self.cached_tail.wrapping_sub(self.head);
         if avail >= want {
             return Ok(avail);
@@ -303,6 +337,10 @@ impl ConsumerCursor {
             return Ok(avail);
         }
         if !peer_gone() {
+            // The idle poll may have found the file truncated.
+            if ring.lost() {
+                return Err(TryPopError::Corrupted(memory_lost()));
+            }
             return Err(TryPopError::Empty);
         }
         // The producer is gone; it may have published just before it left
@@ -336,9 +374,14 @@ impl ConsumerCursor {
 }
 
 /// What full means for a producer: `Disconnected` once the consumer of a
-/// non-persistent ring is gone, `Full` otherwise.
+/// non-persistent ring is gone, `Full` otherwise; `Corrupted` if the idle
+/// poll found the ring's memory lost.
 pub(crate) fn full_error<V>(side: &mut Side, persistent: bool, value: V) -> TryPushError<V> {
-    if !persistent && side.peer_gone() {
+    // Polled on persistent rings too: it also runs the lost-memory watch.
+    let gone = side.peer_gone() && !persistent;
+    if side.memory_lost() {
+        TryPushError::Corrupted(value, MEMORY_LOST.to_string())
+    } else if gone {
         TryPushError::Disconnected(value)
     } else {
         TryPushError::Full(value)
