@@ -1,7 +1,9 @@
 //! Argument parsing and the admin commands. Exit codes: 0 done, 1 error (one
-//! line `shmring: error: ...` on stderr), 2 usage, 3 timeout.
+//! line `shmring: error: ...` on stderr), 2 usage, 3 timeout, 128 + N for a
+//! `send` or `recv` stopped by signal N (see `signals`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -10,6 +12,7 @@ use shmring::{Error, Kind, Layout, SegmentOptions};
 
 mod bench;
 mod io;
+mod signals;
 
 /// Exit code for a bounded wait that ran out.
 pub const EXIT_TIMEOUT: i32 = 3;
@@ -121,30 +124,119 @@ impl Shape {
             .lock_memory(self.lock_memory)
     }
 
+    /// [`Self::options`] for `send` and `recv`: `--timeout` (when given)
+    /// also bounds the wait for a creator still initializing the ring
+    /// (otherwise the library's default, 2 s).
+    fn io_options(self, dir: &std::path::Path, timeout_ms: Option<u64>) -> SegmentOptions {
+        let opts = self.options(dir);
+        match timeout_ms {
+            Some(ms) => opts.timeout(Duration::from_millis(ms)),
+            None => opts,
+        }
+    }
+
+    /// The layout of a ring of `kind` with this shape. Messages name the
+    /// flags as the user gave them (for frame rings, `--capacity` counts
+    /// slots of `--slot-size` bytes) and the real limits.
     fn layout(self, kind: KindArg) -> Result<Layout, Error> {
+        let cap = self.capacity;
+        if !cap.is_power_of_two() {
+            let hint = match cap.checked_next_power_of_two() {
+                Some(up) if cap > 1 => format!(" (such as {} or {up})", up / 2),
+                _ => String::new(),
+            };
+            return Err(invalid(format!(
+                "--capacity {cap} must be a power of two{hint}"
+            )));
+        }
+        if matches!(kind, KindArg::Frames) && !self.slot_size.is_power_of_two() {
+            return Err(invalid(format!(
+                "--slot-size {} must be a power of two for a frame ring: its byte area, --capacity x --slot-size = {cap} x {}, must be one",
+                self.slot_size, self.slot_size
+            )));
+        }
+        match self.layout_of(kind, cap) {
+            Ok(layout) => Ok(layout),
+            // A power of two the library refuses: too large, unless even
+            // the smallest ring of this shape is refused (then the slot
+            // size or the role counts are what is wrong, and the library's
+            // message says which).
+            Err(e) => match self.largest_capacity(kind) {
+                Some(max) if max < cap => Err(invalid(self.too_large(kind, max))),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// The layout for `capacity` slots (frame rings: of `slot_size` bytes
+    /// each), checked by the library only.
+    fn layout_of(self, kind: KindArg, capacity: u64) -> Result<Layout, Error> {
         match kind {
-            KindArg::Spsc => Layout::new(Kind::Spsc, self.capacity, self.slot_size, 8),
+            KindArg::Spsc => Layout::new(Kind::Spsc, capacity, self.slot_size, 8),
             KindArg::Mpmc => Layout::with_roles(
                 Kind::Mpmc,
-                self.capacity,
+                capacity,
                 self.slot_size,
                 8,
                 self.producers,
                 self.consumers,
             ),
             KindArg::Frames => {
-                let bytes = self
-                    .capacity
+                let bytes = capacity
                     .checked_mul(u64::from(self.slot_size))
-                    .filter(|b| b.is_power_of_two())
-                    .ok_or_else(|| Error::InvalidConfig {
-                        what: format!(
-                            "capacity x slot-size = {} x {} must be a power of two",
-                            self.capacity, self.slot_size
-                        ),
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "--capacity {capacity} x --slot-size {} overflows",
+                            self.slot_size
+                        ))
                     })?;
-                shmring::frames::layout(bytes.max(64))
+                shmring::frames::layout(bytes.max(MIN_FRAME_BYTES))
             }
+        }
+    }
+
+    /// The largest power-of-two `--capacity` the library accepts with this
+    /// slot size and these role counts (`None`: not even 1).
+    fn largest_capacity(self, kind: KindArg) -> Option<u64> {
+        (0..64)
+            .rev()
+            .map(|e| 1u64 << e)
+            .find(|&c| self.layout_of(kind, c).is_ok())
+    }
+
+    /// "Too large", in the user's unit, with the real limit.
+    fn too_large(self, kind: KindArg, max: u64) -> String {
+        let (cap, slot) = (self.capacity, self.slot_size);
+        match kind {
+            KindArg::Frames => {
+                let wanted = u128::from(cap) * u128::from(slot);
+                format!(
+                    "--capacity {cap} slots of {slot} B would be {wanted} bytes of frames; the largest frame ring holds {} bytes: --capacity {max} with --slot-size {slot}",
+                    u128::from(max) * u128::from(slot)
+                )
+            }
+            _ => format!(
+                "--capacity {cap} slots of {slot} B is more than a ring can hold: the largest {} ring with --slot-size {slot} has --capacity {max}",
+                kind.name()
+            ),
+        }
+    }
+}
+
+/// The smallest byte area of a frame ring (a smaller capacity x slot-size
+/// is rounded up to it).
+const MIN_FRAME_BYTES: u64 = 64;
+
+fn invalid(what: String) -> Error {
+    Error::InvalidConfig { what }
+}
+
+impl KindArg {
+    fn name(self) -> &'static str {
+        match self {
+            KindArg::Frames => "frames",
+            KindArg::Spsc => "spsc",
+            KindArg::Mpmc => "mpmc",
         }
     }
 }
@@ -205,7 +297,8 @@ enum Command {
         kind: KindArg,
         #[command(flatten)]
         shape: Shape,
-        /// Give up after this many milliseconds without progress (exit 3).
+        /// Give up after this many milliseconds without progress (exit 3);
+        /// also bounds the wait for a creator still initializing the ring.
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
         /// How to wait while the ring is full.
@@ -227,7 +320,8 @@ enum Command {
         /// Exit 0 after this many messages.
         #[arg(long)]
         count: Option<u64>,
-        /// Exit 3 when no message arrived for this many milliseconds.
+        /// Exit 3 when no message arrived for this many milliseconds; also
+        /// bounds the wait for a creator still initializing the ring.
         #[arg(long, value_name = "MS")]
         timeout: Option<u64>,
         /// How to wait while the ring is empty.
@@ -268,10 +362,18 @@ pub fn run() -> i32 {
         }
     };
     match dispatch(cli) {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(e) => {
             eprintln!("shmring: error: {e}");
-            if e.is_timeout() { EXIT_TIMEOUT } else { 1 }
+            // `send`/`recv`: a signal came while the error happened; the
+            // signal is why the process ends.
+            if let Some(signal) = signals::received() {
+                signals::exit_status(signal)
+            } else if e.is_timeout() {
+                EXIT_TIMEOUT
+            } else {
+                1
+            }
         }
     }
 }
@@ -284,10 +386,12 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
     Ok(())
 }
 
-fn dispatch(cli: Cli) -> Result<(), Error> {
+/// Runs the command; `Ok` holds the exit status (0, or 128 + signal for a
+/// `send` or `recv` that a signal stopped).
+fn dispatch(cli: Cli) -> Result<i32, Error> {
     let dir = cli.dir;
     match cli.command {
-        Command::Bench(args) => bench::run(args, &dir),
+        Command::Bench(args) => bench::run(args, &dir).map(|()| 0),
         Command::Send {
             name,
             create,
@@ -295,13 +399,17 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             shape,
             timeout,
             wait,
-        } => io::send(
-            &shape.options(&dir),
-            &name,
-            create.then_some(shape.layout(kind)?),
-            timeout,
-            wait.strategy(),
-        ),
+        } => {
+            let layout = create.then(|| shape.layout(kind)).transpose()?;
+            signals::install(false)?;
+            io::send(
+                &shape.io_options(&dir, timeout),
+                &name,
+                layout,
+                timeout,
+                wait.strategy(),
+            )
+        }
         Command::Recv {
             name,
             create,
@@ -310,14 +418,18 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             count,
             timeout,
             wait,
-        } => io::recv(
-            &shape.options(&dir),
-            &name,
-            create.then_some(shape.layout(kind)?),
-            count,
-            timeout,
-            wait.strategy(),
-        ),
+        } => {
+            let layout = create.then(|| shape.layout(kind)).transpose()?;
+            signals::install(true)?;
+            io::recv(
+                &shape.io_options(&dir, timeout),
+                &name,
+                layout,
+                count,
+                timeout,
+                wait.strategy(),
+            )
+        }
         Command::Create {
             name,
             kind,
@@ -334,49 +446,61 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let info = segment::inspect(&dir, &name)?;
             drop(seg);
             if json {
-                print_json(&info)?;
+                let mut v = json_with_units(&info)?;
+                if let Some(obj) = v.as_object_mut() {
+                    // The flags as given (for frame rings `capacity` is
+                    // the byte area; these say how it was asked for).
+                    obj.insert("requested_capacity".into(), shape.capacity.into());
+                    obj.insert("requested_slot_size".into(), shape.slot_size.into());
+                }
+                print_json(&v)?;
             } else {
                 println!(
-                    "created {} ({} ring, capacity {}, {} bytes)",
+                    "created {} ({} ring, {}; {} bytes in all)",
                     info.path.display(),
                     layout.kind(),
-                    layout.capacity(),
+                    created_capacity(kind, &shape, &layout),
                     layout.total_size()
                 );
             }
-            Ok(())
+            Ok(0)
         }
         Command::Ls { json } => {
             let all = segment::list(&dir)?;
             if json {
-                print_json(&all)
+                let all = all
+                    .iter()
+                    .map(json_with_units)
+                    .collect::<Result<Vec<_>, _>>()?;
+                print_json(&all)?;
             } else {
                 print_table(&all);
-                Ok(())
             }
+            Ok(0)
         }
         Command::Stat { name, json } => {
             let info = segment::inspect(&dir, &name)?;
             if json {
-                print_json(&info)
+                print_json(&json_with_units(&info)?)?;
             } else {
                 print_stat(&info);
-                Ok(())
             }
+            Ok(0)
         }
         Command::Rm { name, force, json } => {
             segment::remove(&dir, &name, force)?;
             if json {
-                print_json(&serde_json::json!({ "removed": name, "path": dir.join(&name) }))
+                print_json(&serde_json::json!({ "removed": name, "path": dir.join(&name) }))?;
             } else {
                 println!("removed {}", dir.join(&name).display());
-                Ok(())
             }
+            Ok(0)
         }
         Command::Gc { dry_run, json } => {
             let removed = segment::gc(&dir, dry_run)?;
             if json {
-                return print_json(&removed);
+                print_json(&removed)?;
+                return Ok(0);
             }
             let verb = if dry_run { "would remove" } else { "removed" };
             for info in &removed {
@@ -389,8 +513,55 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             if removed.is_empty() {
                 println!("nothing stale in {}", dir.display());
             }
-            Ok(())
+            Ok(0)
         }
+    }
+}
+
+/// What `create` says about the capacity: in the unit of `--capacity`
+/// (slots), and for frame rings the byte area it makes.
+fn created_capacity(kind: KindArg, shape: &Shape, layout: &Layout) -> String {
+    let (cap, slot) = (shape.capacity, shape.slot_size);
+    let slots = if cap == 1 { "slot" } else { "slots" };
+    match kind {
+        KindArg::Frames => format!(
+            "capacity {cap} {slots} of {slot} B = {} bytes of frames",
+            layout.capacity()
+        ),
+        _ => format!("capacity {cap} {slots} of {slot} B"),
+    }
+}
+
+/// The unit of an inspected ring's `capacity`: frame rings record their
+/// byte area, the others their slots.
+fn capacity_unit(info: &Inspection) -> Option<&'static str> {
+    info.capacity?;
+    Some(if info.kind.as_deref() == Some("frames") {
+        "bytes"
+    } else {
+        "slots"
+    })
+}
+
+/// The inspection as JSON, plus `capacity_unit` ("slots" or "bytes") when
+/// it has a capacity. (The other keys keep their documented meaning.)
+fn json_with_units(info: &Inspection) -> Result<serde_json::Value, Error> {
+    let mut v = serde_json::to_value(info).map_err(|e| Error::InvalidConfig {
+        what: format!("cannot encode JSON: {e}"),
+    })?;
+    if let (Some(unit), Some(obj)) = (capacity_unit(info), v.as_object_mut()) {
+        obj.insert("capacity_unit".into(), unit.into());
+    }
+    Ok(v)
+}
+
+/// A capacity with its unit, for `stat` and `ls`.
+fn capacity_text(info: &Inspection, long: bool) -> String {
+    match (info.capacity, capacity_unit(info)) {
+        (Some(c), Some("bytes")) if long => format!("{c} bytes of frames"),
+        (Some(c), Some("bytes")) => format!("{c} B"),
+        (Some(c), Some(_)) if long => format!("{c} slots"),
+        (c, _) => opt(c),
     }
 }
 
@@ -415,7 +586,7 @@ fn print_table(all: &[Inspection]) {
             "{:<24} {:<7} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
             i.name,
             i.kind.as_deref().unwrap_or("-"),
-            opt(i.capacity),
+            capacity_text(i, false),
             opt(i.slot_size),
             i.size_bytes,
             opt(i.len),
@@ -435,7 +606,7 @@ fn print_stat(i: &Inspection) {
     }
     line("kind", opt(i.kind.clone()));
     line("version", opt(i.version.clone()));
-    line("capacity", opt(i.capacity));
+    line("capacity", capacity_text(i, true));
     line("slot_size", opt(i.slot_size));
     if let Some(name) = &i.message_name {
         line("message", name.clone());

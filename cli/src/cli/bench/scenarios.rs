@@ -423,7 +423,7 @@ pub(super) fn frames_throughput(
     let child = fork(pinned, || {
         let mut tx = frames::Producer::attach(n.open("frames")).expect("producer");
         let src = vec![0x5au8; size];
-        let end = Instant::now() + dur + Duration::from_millis(200);
+        let end = send_window(dur);
         while Instant::now() < end {
             for _ in 0..256 {
                 match tx.write_chunk(size) {
@@ -432,7 +432,10 @@ pub(super) fn frames_throughput(
                         g.commit();
                     }
                     Err(FramePushError::Full) => std::hint::spin_loop(),
-                    Err(_) => return,
+                    Err(e) => {
+                        eprintln!("bench: frame producer failed: {e}");
+                        return;
+                    }
                 }
             }
         }
@@ -449,7 +452,7 @@ pub(super) fn frames_throughput(
             relax(spins);
             0
         }
-        Err(_) => panic!("bench: frame ring failed"),
+        Err(e) => panic!("bench: frame ring failed: {e}"),
     });
     std::hint::black_box(&dst);
     drop(child);
