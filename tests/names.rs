@@ -9,7 +9,6 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -215,33 +214,11 @@ fn removal_advice_names_the_exact_command() {
     dir.finish();
 }
 
-/// Mounts a tmpfs with few inodes on a test directory; unmounts on drop.
-struct FewInodes {
-    dir: TestDir,
-}
-
-impl Drop for FewInodes {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir.path).status();
-    }
-}
-
 #[test]
 fn a_file_system_out_of_inodes_is_no_inodes() {
-    if !is_root() {
-        eprintln!("SKIPPED a_file_system_out_of_inodes_is_no_inodes: mounting a tmpfs needs root");
+    let Some(fs) = FewInodes::mount("names-inodes", 3) else {
         return;
-    }
-    let dir = TestDir::new("names-inodes");
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=3", "shmring-test"])
-        .arg(&dir.path)
-        .status();
-    if !matches!(status, Ok(s) if s.success()) {
-        eprintln!("SKIPPED a_file_system_out_of_inodes_is_no_inodes: mount failed ({status:?})");
-        return;
-    }
-    let fs = FewInodes { dir };
+    };
     let o = SegmentOptions::new().dir(&fs.dir.path).persistent(true);
     // The directory takes one inode, "a" and "b" the other two.
     drop(o.create("a", &bytes_spec(&layout())).unwrap());

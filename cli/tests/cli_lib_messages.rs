@@ -7,7 +7,6 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 
 use common::*;
 use shmring::raw::VERSION_MAJOR;
@@ -174,33 +173,11 @@ fn names_with_control_characters_are_refused() {
     dir.finish();
 }
 
-/// Mounts a tmpfs with few inodes on a test directory; unmounts on drop.
-struct FewInodes {
-    dir: TestDir,
-}
-
-impl Drop for FewInodes {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir.path).status();
-    }
-}
-
 #[test]
 fn inode_exhaustion_says_so_and_what_to_do() {
-    if !is_root() {
-        eprintln!("SKIPPED inode_exhaustion_says_so_and_what_to_do: mounting a tmpfs needs root");
+    let Some(fs) = FewInodes::mount("msg-inodes", 4) else {
         return;
-    }
-    let dir = TestDir::new("msg-inodes");
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=4", "shmring-test"])
-        .arg(&dir.path)
-        .status();
-    if !matches!(status, Ok(s) if s.success()) {
-        eprintln!("SKIPPED inode_exhaustion_says_so_and_what_to_do: mount failed ({status:?})");
-        return;
-    }
-    let fs = FewInodes { dir };
+    };
     // The root directory takes one of the four inodes.
     let mut err = String::new();
     for i in 0..4 {

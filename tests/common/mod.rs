@@ -278,3 +278,41 @@ pub fn drain_mpmc_to_file(dir: &str, name: &str, out: &str, tag_shift: u32) {
         .write_all(&bytes)
         .unwrap();
 }
+
+/// A tmpfs with `nr_inodes` inodes mounted on a fresh test directory (the
+/// directory itself takes one); unmounted on drop. `None`, with a SKIPPED
+/// line naming `test`, when not root or the mount fails.
+pub struct FewInodes {
+    pub dir: TestDir,
+}
+
+impl FewInodes {
+    pub fn mount(test: &str, nr_inodes: u32) -> Option<FewInodes> {
+        if !is_root() {
+            eprintln!("SKIPPED {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = TestDir::new(test);
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size=4m,nr_inodes={nr_inodes}"),
+                "shmring-test",
+            ])
+            .arg(&dir.path)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("SKIPPED {test}: mount failed ({status:?})");
+            return None;
+        }
+        Some(FewInodes { dir })
+    }
+}
+
+impl Drop for FewInodes {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir.path).status();
+    }
+}
