@@ -230,12 +230,10 @@ fn four_producers_four_consumers_a_million_each_through_64_slots() {
     files.finish();
 }
 
-#[test]
-fn a_message_held_by_a_killed_consumer_is_redelivered_once() {
-    if child_role().is_some() {
-        return;
-    }
-    let dir = TestDir::new("mpmc-redeliver");
+/// Creates ring `r` (capacity 4, 2 roles each) with 42 in it, and a child
+/// consumer holding 42 when it is killed. `first` attaches before the
+/// child, so the child takes the second consumer role.
+fn killed_holder(dir: &TestDir, first: bool) -> (Producer<u64>, Option<Consumer<u64>>) {
     let mut tx = Producer::<u64>::builder("r")
         .dir(&dir.path)
         .capacity(4)
@@ -243,14 +241,18 @@ fn a_message_held_by_a_killed_consumer_is_redelivered_once() {
         .consumers(2)
         .create()
         .unwrap();
+    let rx = first.then(|| Consumer::<u64>::builder("r").dir(&dir.path).open().unwrap());
     tx.push(42).unwrap();
-    let mut holder = spawn("holder", &dir, &[]);
+    let mut holder = spawn("holder", dir, &[]);
     let line = read_line_starting(holder.child().stdout.take().unwrap(), "holding");
     assert_eq!(line.trim(), "holding 42");
     holder.kill9();
-    let mut rx = Consumer::<u64>::builder("r").dir(&dir.path).open().unwrap();
-    // Fill the ring around the held slot; the producer that reaches it puts
-    // the held message back.
+    (tx, rx)
+}
+
+/// Pushes 100..110 around whatever the ring holds, popping with `rx`
+/// whenever it is full; returns everything popped.
+fn fill_around(tx: &mut Producer<u64>, rx: &mut Consumer<u64>) -> Vec<u64> {
     let mut got = Vec::new();
     let mut next = 100u64;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -269,6 +271,39 @@ fn a_message_held_by_a_killed_consumer_is_redelivered_once() {
     while let Ok(v) = rx.try_pop() {
         got.push(v);
     }
+    got
+}
+
+#[test]
+fn a_message_held_by_a_killed_consumer_goes_first_to_the_next_holder_of_its_role() {
+    if child_role().is_some() {
+        return;
+    }
+    let dir = TestDir::new("mpmc-adopt");
+    let (mut tx, _) = killed_holder(&dir, false);
+    // The holder's role is the first free one: this consumer takes it
+    // over, with the claim on 42.
+    let mut rx = Consumer::<u64>::builder("r").dir(&dir.path).open().unwrap();
+    let got = fill_around(&mut tx, &mut rx);
+    let expected: Vec<u64> = std::iter::once(42).chain(100..110).collect();
+    assert_eq!(got, expected, "the held message first, then the rest in order");
+    let stats = rx.stats();
+    assert_eq!((stats.redelivered, stats.skipped), (0, 0));
+    drop((tx, rx));
+    dir.finish();
+}
+
+#[test]
+fn a_message_held_by_a_killed_consumer_is_redelivered_once_when_nobody_takes_its_role() {
+    if child_role().is_some() {
+        return;
+    }
+    let dir = TestDir::new("mpmc-redeliver");
+    let (mut tx, rx) = killed_holder(&dir, true);
+    let mut rx = rx.unwrap();
+    // The producer that reaches the held slot puts 42 back once the slot
+    // stayed stuck for the grace period.
+    let got = fill_around(&mut tx, &mut rx);
     assert_eq!(
         got.iter().filter(|&&v| v == 42).count(),
         1,

@@ -43,7 +43,7 @@ mod producer;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use consumer::{Consumer, ReadChunk};
+pub use consumer::{BatchReceipt, Consumer, ReadChunk, ReadFrames};
 pub use producer::{Producer, WriteChunk};
 
 pub use crate::ring::{Builder, FramePushError, PopError, TryPopError};
@@ -177,57 +177,85 @@ pub(crate) fn commit_at(ring: &RawRing, cursor: &mut ProducerCursor, start: u64,
     cursor.publish(ring, end - cursor.tail);
 }
 
-/// Finds the next frame: skips a wrap marker and checks the header. Returns
-/// (payload length, bytes the frame occupies); the payload starts 8 bytes
-/// after `cursor.head`.
+/// What the header at a position says.
+pub(crate) enum Header {
+    /// A wrap marker: skip this many bytes to offset 0.
+    Wrap(u64),
+    /// A frame of `len` payload bytes occupying `size` bytes.
+    Frame { len: u64, size: u64 },
+}
+
+/// Reads and checks the header at `pos`, with `avail` bytes published from
+/// `pos` on (the caller has acquired them). Every value is checked: the
+/// tag, the length against the maximum, and that the frame (or the bytes a
+/// wrap marker skips) lies inside both the byte area and the published
+/// range.
+#[inline]
+pub(crate) fn parse_header(
+    ring: &RawRing,
+    pos: u64,
+    avail: u64,
+) -> std::result::Result<Header, String> {
+    let cap = ring.capacity();
+    if avail < FRAME_HEADER || avail % 8 != 0 {
+        return Err(format!("{avail} bytes published, not whole frames"));
+    }
+    let offset = pos & (cap - 1);
+    // Relaxed: the header was published by the producer's release of the
+    // tail, which the caller loaded with acquire. A copy is checked.
+    let word = ring.word(pos).load(Ordering::Relaxed);
+    let (len, tag) = (word & 0xffff_ffff, (word >> 32) as u32);
+    match tag {
+        TAG_WRAP if offset != 0 => {
+            let skip = cap - offset;
+            if skip > avail {
+                return Err(format!(
+                    "wrap marker skips {skip} bytes, only {avail} published"
+                ));
+            }
+            Ok(Header::Wrap(skip))
+        }
+        TAG_FRAME => {
+            let size = frame_size(len);
+            if len > max_payload(cap) || size > avail || offset + size > cap {
+                return Err(format!(
+                    "frame of {len} bytes at offset {offset} does not fit ({avail} bytes published, capacity {cap})"
+                ));
+            }
+            Ok(Header::Frame { len, size })
+        }
+        _ => Err(format!("bad frame tag {tag:#x} at offset {offset}")),
+    }
+}
+
+/// Finds the next frame: skips (and releases) a wrap marker and checks the
+/// header. Returns (payload length, bytes the frame occupies); the payload
+/// starts 8 bytes after `cursor.head`.
 #[inline]
 pub(crate) fn next_frame(
     ring: &RawRing,
     cursor: &mut ConsumerCursor,
     mut peer_gone: impl FnMut() -> bool,
 ) -> std::result::Result<(u64, u64), TryPopError> {
-    let cap = ring.capacity();
-    // A header read from memory this process lost (zeros) says nothing
-    // about the peer: report the loss instead.
-    let corrupt = |w: String| {
-        Err(TryPopError::Corrupted(if ring.lost_now() {
-            crate::ring::role::memory_lost()
-        } else {
-            w
-        }))
-    };
     // At most one wrap marker precedes a frame.
     for _ in 0..2 {
         let avail = cursor.available(ring, &mut peer_gone, FRAME_HEADER)?;
-        if avail < FRAME_HEADER || avail % 8 != 0 {
-            return corrupt(format!("{avail} bytes published, not whole frames"));
-        }
-        let offset = cursor.head & (cap - 1);
-        // Relaxed: the header was published by the producer's release of the
-        // tail, which `available` loaded with acquire. A copy is checked.
-        let word = ring.word(cursor.head).load(Ordering::Relaxed);
-        let (len, tag) = (word & 0xffff_ffff, (word >> 32) as u32);
-        match tag {
-            TAG_WRAP if offset != 0 => {
-                let skip = cap - offset;
-                if skip > avail {
-                    return corrupt(format!(
-                        "wrap marker skips {skip} bytes, only {avail} published"
-                    ));
-                }
-                cursor.release(ring, skip);
-            }
-            TAG_FRAME => {
-                let size = frame_size(len);
-                if len > max_payload(cap) || size > avail || offset + size > cap {
-                    return corrupt(format!(
-                        "frame of {len} bytes at offset {offset} does not fit ({avail} bytes published, capacity {cap})"
-                    ));
-                }
-                return Ok((len, size));
-            }
-            _ => return corrupt(format!("bad frame tag {tag:#x} at offset {offset}")),
+        match parse_header(ring, cursor.head, avail) {
+            Ok(Header::Wrap(skip)) => cursor.release(ring, skip),
+            Ok(Header::Frame { len, size }) => return Ok((len, size)),
+            Err(w) => return Err(corrupt(ring, w)),
         }
     }
-    corrupt("two wrap markers in a row".into())
+    Err(corrupt(ring, "two wrap markers in a row".into()))
+}
+
+/// `Corrupted(what)`, or the loss of the ring's memory if that is what
+/// happened: a header read from memory this process lost (zeros) says
+/// nothing about the peer.
+pub(crate) fn corrupt(ring: &RawRing, what: String) -> TryPopError {
+    TryPopError::Corrupted(if ring.lost_now() {
+        crate::ring::role::memory_lost()
+    } else {
+        what
+    })
 }

@@ -33,6 +33,25 @@ pub struct ConsumerLine {
     pub(crate) consumed: ring_atomic::AtomicU64,
     /// Sleepers waiting for space.
     pub(crate) space_waiters: ring_atomic::AtomicU32,
+    /// The consumer's receipt for the frames it holds (layout 1.3).
+    pub(crate) receipt: Receipt,
+}
+
+/// A consumer's receipt (layout 1.3; zero, and ignored, in older rings):
+/// four words of the consumer's own about the messages it holds and has not
+/// released, for the next holder of its role to finish what it was doing
+/// with them exactly once. `shmring recv` notes there the output file
+/// (device, inode) and the offset and length of the write that carries
+/// them. Written only by the role's holder, read by its successor.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Receipt {
+    /// The ring position the receipt ends at, plus one (frames: the end of
+    /// the last frame it covers; MPMC: the claimed position); 0: none.
+    /// Stored last, with release, after the words.
+    pub(crate) at: ring_atomic::AtomicU64,
+    /// The holder's words.
+    pub(crate) words: [ring_atomic::AtomicU64; 4],
 }
 
 /// One direction's wait line. Atomics only. Touched only when someone
@@ -127,6 +146,8 @@ pub struct ClaimLine {
     pub(crate) pos: ring_atomic::AtomicU64,
     /// How many consecutive positions from `pos - 1` are claimed.
     pub(crate) len: ring_atomic::AtomicU64,
+    /// Consumers: the receipt for the claimed message (layout 1.3).
+    pub(crate) receipt: Receipt,
 }
 
 /// The fixed part of an MPMC ring's control area; the claim lines follow.
@@ -160,6 +181,10 @@ pub const INDEX_WORD: usize = 0;
 pub const COUNT_WORD: usize = 8;
 /// Offset of the waiter count in a producer or consumer line.
 pub const WAITERS_WORD: usize = 16;
+/// Offset of the [`Receipt`] in a consumer line.
+pub const RECEIPT_WORD: usize = 24;
+/// Offset of the [`Receipt`] in a claim line.
+pub const CLAIM_RECEIPT_WORD: usize = 16;
 /// Bytes of [`MpmcControl`].
 pub const MPMC_CONTROL_SIZE: usize = MPMC_CLAIMS_LINE * LINE;
 /// Offsets of the [`WaitLine`] counters, for readers that `pread` them.
@@ -172,6 +197,37 @@ pub const WAIT_SPURIOUS_WORD: usize = 24;
 pub const STATS_SKIPPED_WORD: usize = 0;
 /// Offset of `redelivered` in [`Stats`].
 pub const STATS_REDELIVERED_WORD: usize = 8;
+
+impl Receipt {
+    /// Writes a receipt ending at position `at` (not `u64::MAX`): clears
+    /// it, stores the words, then `at + 1` with release, so a successor
+    /// that reads `at` (acquire) reads the words that go with it.
+    pub(crate) fn write(&self, at: u64, words: [u64; 4]) {
+        // Relaxed: the release store below publishes both.
+        self.at.store(0, ring_atomic::Ordering::Relaxed);
+        for (slot, w) in self.words.iter().zip(words) {
+            slot.store(w, ring_atomic::Ordering::Relaxed);
+        }
+        self.at
+            .store(at.wrapping_add(1), ring_atomic::Ordering::Release);
+    }
+
+    /// Clears the receipt.
+    pub(crate) fn clear(&self) {
+        // Relaxed: only the role's next holder reads it, after taking the
+        // role's lock (a system call that orders it after our stores).
+        self.at.store(0, ring_atomic::Ordering::Relaxed);
+    }
+
+    /// The receipt's position and words, if one is there. Untrusted: the
+    /// caller checks the position against what it holds.
+    pub(crate) fn read(&self) -> Option<(u64, [u64; 4])> {
+        // Acquire: pairs with the release store of `at` in `write`.
+        let at = self.at.load(ring_atomic::Ordering::Acquire).checked_sub(1)?;
+        let words = std::array::from_fn(|i| self.words[i].load(ring_atomic::Ordering::Relaxed));
+        Some((at, words))
+    }
+}
 
 /// The control lines' offsets. With loom's atomics the sizes differ (the
 /// models build these on the heap), so they are checked for `std` only.
@@ -186,6 +242,8 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, head) == INDEX_WORD);
     assert!(offset_of!(ConsumerLine, consumed) == COUNT_WORD);
     assert!(offset_of!(ConsumerLine, space_waiters) == WAITERS_WORD);
+    assert!(offset_of!(ConsumerLine, receipt) == RECEIPT_WORD);
+    assert!(size_of::<Receipt>() == 40 && offset_of!(Receipt, words) == 8);
     assert!(size_of::<WaitLine>() == LINE && align_of::<WaitLine>() == LINE);
     assert!(offset_of!(WaitLine, seq) == 0);
     assert!(offset_of!(WaitLine, reserved) == 4);
@@ -208,6 +266,7 @@ const _: () = {
     assert!(size_of::<ClaimLine>() == LINE && align_of::<ClaimLine>() == LINE);
     assert!(offset_of!(ClaimLine, pos) == 0);
     assert!(offset_of!(ClaimLine, len) == 8);
+    assert!(offset_of!(ClaimLine, receipt) == CLAIM_RECEIPT_WORD);
     assert!(size_of::<MpmcControl>() == MPMC_CONTROL_SIZE);
     assert!(offset_of!(MpmcControl, enqueue) == PRODUCER_LINE * LINE);
     assert!(offset_of!(MpmcControl, dequeue) == CONSUMER_LINE * LINE);
@@ -233,6 +292,15 @@ mod model_support {
         }
     }
 
+    impl Receipt {
+        pub(crate) fn new_for_model() -> Receipt {
+            Receipt {
+                at: AtomicU64::new(0),
+                words: std::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+    }
+
     impl SpscControl {
         pub(crate) fn new_for_model() -> SpscControl {
             SpscControl {
@@ -245,6 +313,7 @@ mod model_support {
                     head: AtomicU64::new(0),
                     consumed: AtomicU64::new(0),
                     space_waiters: AtomicU32::new(0),
+                    receipt: Receipt::new_for_model(),
                 },
                 waits: [WaitLine::new_for_model(), WaitLine::new_for_model()],
             }
@@ -278,6 +347,7 @@ mod model_support {
             ClaimLine {
                 pos: AtomicU64::new(0),
                 len: AtomicU64::new(0),
+                receipt: Receipt::new_for_model(),
             }
         }
     }

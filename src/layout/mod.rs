@@ -45,5 +45,7 @@ pub const VERSION_MAJOR: u16 = 1;
 /// ignore; readers accept any minor. 1.1 added [`Kind::Mpmc`] (a 1.0 reader
 /// refuses it as an unknown kind). 1.2 records the message type's name
 /// ([`Descriptor::type_name`], in space that was reserved and zero, so a
-/// 1.1 reader ignores it and a ring written by 1.1 has no name).
-pub const VERSION_MINOR: u16 = 2;
+/// 1.1 reader ignores it and a ring written by 1.1 has no name). 1.3 adds
+/// a consumer's [`Receipt`] to the SPSC consumer line and
+/// to each MPMC claim line (space that was zero; older readers ignore it).
+pub const VERSION_MINOR: u16 = 3;

@@ -157,6 +157,26 @@ impl BytesConsumer {
         out: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), PopError> {
+        let msg = self.read_chunk_timeout(timeout)?;
+        out.clear();
+        out.extend_from_slice(&msg);
+        Ok(())
+    }
+
+    /// Claims the next message and lends it in place (zero-copy), waiting
+    /// at most `timeout` (`None`: no limit). Dropping the chunk (or
+    /// [`release`](BytesReadChunk::release)) consumes it;
+    /// [`put_back`](BytesReadChunk::put_back) keeps it claimed for the
+    /// next read. If this process dies holding it, the next holder of this
+    /// consumer role gets it first (or, if none comes within
+    /// [`super::REDELIVERY_GRACE`], a producer re-publishes it): what a
+    /// consumer that writes messages elsewhere uses to release each only
+    /// after it was written (at-least-once: one that was written when the
+    /// process died comes again).
+    pub fn read_chunk_timeout(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<BytesReadChunk<'_>, PopError> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -168,24 +188,29 @@ impl BytesConsumer {
             let slot = self.core.ring.payload(pos);
             let mut len = [0u8; LEN_PREFIX];
             // SAFETY: the slot is claimed by us and published; LEN_PREFIX
-            // bytes at the payload are in bounds.
+            // bytes at the payload are in bounds (slot_size >= LEN_PREFIX
+            // + 1, checked at attach).
             unsafe { std::ptr::copy_nonoverlapping(slot, len.as_mut_ptr(), LEN_PREFIX) };
             let len = u32::from_le_bytes(len) as usize;
-            if len > self.slot_size - LEN_PREFIX {
+            if len > self.max_len() {
                 self.core.release(pos, 1);
                 return Err(PopError::Corrupted(format!(
                     "message length {len} exceeds the slot's {} bytes",
-                    self.slot_size - LEN_PREFIX
+                    self.max_len()
                 )));
             }
-            out.clear();
-            out.resize(len, 0);
-            // SAFETY: len <= slot_size - LEN_PREFIX (checked above): in
-            // bounds; `out` is a distinct private buffer of len bytes.
-            unsafe { std::ptr::copy_nonoverlapping(slot.add(LEN_PREFIX), out.as_mut_ptr(), len) };
-            self.core.release(pos, 1);
-            return Ok(());
+            return Ok(BytesReadChunk {
+                consumer: self,
+                pos,
+                len,
+                release: true,
+            });
         }
+    }
+
+    /// Longest message.
+    pub fn max_len(&self) -> usize {
+        self.slot_size - LEN_PREFIX
     }
 
     /// Is some producer attached and alive right now?
@@ -200,5 +225,81 @@ impl std::fmt::Debug for BytesConsumer {
             .field("ring", &self.core.side.segment().path())
             .field("slot_size", &self.slot_size)
             .finish_non_exhaustive()
+    }
+}
+
+/// A message lent by [`BytesConsumer::read_chunk_timeout`], claimed by the
+/// consumer until it is released (dropping the chunk) or put back.
+pub struct BytesReadChunk<'a> {
+    consumer: &'a mut BytesConsumer,
+    pos: u64,
+    /// Checked against the slot size when the chunk was made.
+    len: usize,
+    release: bool,
+}
+
+impl BytesReadChunk<'_> {
+    /// Consumes the message (the same as dropping the chunk).
+    pub fn release(self) {}
+
+    /// Writes this consumer role's receipt for the message: four words of
+    /// the caller's (what it is doing with it, e.g. where it writes it),
+    /// kept in the ring with the claim. If this process dies before
+    /// releasing the message, the next holder of the role gets it first,
+    /// and [`receipt`](Self::receipt) returns the words. No system call.
+    pub fn set_receipt(&mut self, words: [u64; 4]) {
+        let core = &self.consumer.core;
+        if let Some(r) = core.ring.receipt(core.side.role()) {
+            r.write(self.pos, words);
+        }
+    }
+
+    /// The receipt written for this message by a consumer that held it
+    /// before (a dead predecessor in this role, or this consumer before a
+    /// [`put_back`](Self::put_back)), if any.
+    pub fn receipt(&self) -> Option<[u64; 4]> {
+        let core = &self.consumer.core;
+        let (at, words) = core.ring.receipt(core.side.role())?.read()?;
+        (at == self.pos).then_some(words)
+    }
+
+    /// Keeps the message claimed and hands it out again on the next read
+    /// of this consumer; if the consumer goes away first, the next holder
+    /// of its role gets it (see [`BytesConsumer::read_chunk_timeout`]).
+    pub fn put_back(mut self) {
+        self.release = false;
+        self.consumer.core.put_back(self.pos);
+    }
+}
+
+impl std::ops::Deref for BytesReadChunk<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the slot is claimed by us and published, so no producer
+        // writes it until we release it (which needs `self`); `len` was
+        // checked to fit the slot after the length prefix, in bounds.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.consumer.core.ring.payload(self.pos).add(LEN_PREFIX),
+                self.len,
+            )
+        }
+    }
+}
+
+impl Drop for BytesReadChunk<'_> {
+    fn drop(&mut self) {
+        if self.release {
+            self.consumer.core.release(self.pos, 1);
+        }
+    }
+}
+
+impl std::fmt::Debug for BytesReadChunk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BytesReadChunk")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish()
     }
 }

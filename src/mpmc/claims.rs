@@ -4,7 +4,7 @@
 
 use super::raw::{Claim, RawMpmc, Stuck};
 use super::{MAX_RETRIES, POS, SKIP};
-use crate::sync::atomic::Ordering;
+use crate::sync::atomic::{Ordering, fence};
 use crate::sync::spin_hint;
 
 impl RawMpmc {
@@ -77,9 +77,22 @@ impl RawMpmc {
                     ));
                 }
                 let prev = t.wrapping_sub(cap);
-                if used == cap || s & POS != prev.wrapping_add(1) || !stuck.due(t, scan_now) {
+                if used == cap
+                    || s & POS != prev.wrapping_add(1)
+                    || !stuck.due(t, scan_now)
+                    || !stuck.grace_over(t)
+                {
                     break 'retry Claim::Nothing;
                 }
+                // Announce the redelivery before looking for a live
+                // claimant: a consumer adopting the dead role's claim
+                // takes the role's lock, then looks for records like this
+                // one (see `Core::adopt`). SeqCst fence on both sides (the
+                // lock's system calls on theirs): either we see the role
+                // alive, or they see our record and wait for us.
+                self.record(me, t, 1);
+                recorded = true;
+                fence(Ordering::SeqCst);
                 if self.claimed_by_live(
                     self.producers..self.producers + self.consumers,
                     prev,
@@ -89,8 +102,6 @@ impl RawMpmc {
                 }
                 // Nobody alive holds position `prev`: put its message back,
                 // at position t.
-                self.record(me, t, 1);
-                recorded = true;
                 if self
                     .tail()
                     .compare_exchange(t, t + 1, Ordering::SeqCst, Ordering::Relaxed)

@@ -11,7 +11,7 @@ use crate::ring::role::{Side, memory_lost};
 use crate::ring::{PopError, PushError, TryPopError, TryPushError};
 use crate::segment::Segment;
 use crate::spsc::raw::full_error;
-use crate::sync::atomic::Ordering;
+use crate::sync::atomic::{Ordering, fence};
 use crate::wait::{self, Poll, WaitCounters, WaitStrategy};
 
 /// One side of an MPMC ring, whatever it carries: its role, its view of
@@ -27,6 +27,11 @@ pub(super) struct Core {
     /// Producers: the position after the last message this side published
     /// (private; never read back from shared memory).
     pub(super) published_end: u64,
+    /// Consumers: claimed positions not yet handed out, as (first, count):
+    /// a dead predecessor's claim taken over at attach, or a message put
+    /// back. Handed out before anything new is claimed; while it is `Some`
+    /// the role's claim record still covers it.
+    pending: Option<(u64, u64)>,
 }
 
 impl Core {
@@ -40,9 +45,18 @@ impl Core {
             Side::attach_any(seg, p..p + c, 0..p, "consumer", wake_all)?
         };
         // A predecessor in this role died (or left) with a claim recorded:
-        // we hold its lock now, so it is gone; clearing lets peers recover
-        // its slot.
-        ring.clear(side.role());
+        // we hold its lock now, so it is gone. A consumer takes over what
+        // it had claimed and not released, to deliver it first, in order;
+        // otherwise clearing lets peers recover its slots.
+        let pending = if producer {
+            None
+        } else {
+            let seg = side.segment();
+            adopt(&ring, side.role(), &|r| seg.role_alive(r))
+        };
+        if pending.is_none() {
+            ring.clear(side.role());
+        }
         Ok(Core {
             ring,
             side,
@@ -51,6 +65,7 @@ impl Core {
             strategy: settings.strategy.unwrap_or_default(),
             linger: settings.linger,
             published_end: 0,
+            pending,
         })
     }
 
@@ -69,11 +84,40 @@ impl Core {
         claim_write(ring, side, stuck, *persistent, want, scan_now)
     }
 
+    /// The next position taken over or put back that is still ours, if
+    /// any (one at a time). Clears the record once none is left.
+    fn next_pending(&mut self) -> Option<(u64, u64)> {
+        while let Some((pos, n)) = self.pending {
+            self.pending = (n > 1).then(|| (pos.wrapping_add(1), n - 1));
+            // Ours unless a producer re-published it before we took the
+            // role over (then it is delivered at its new position).
+            if self.ring.held(pos) {
+                return Some((pos, 1));
+            }
+        }
+        self.ring.clear(self.side.role());
+        None
+    }
+
+    /// Consumers: hands position `pos` (claimed by this side, handed out
+    /// and not released) out again on the next claim. Its record stays.
+    pub(super) fn put_back(&mut self, pos: u64) {
+        self.pending = match self.pending {
+            Some((p, n)) if p == pos.wrapping_add(1) => Some((pos, n + 1)),
+            _ => Some((pos, 1)),
+        };
+    }
+
     pub(super) fn claim_read(
         &mut self,
         want: u64,
         scan_now: bool,
     ) -> std::result::Result<(u64, u64), TryPopError> {
+        if self.pending.is_some()
+            && let Some(got) = self.next_pending()
+        {
+            return Ok(got);
+        }
         let Core {
             ring, side, stuck, ..
         } = self;
@@ -127,6 +171,11 @@ impl Core {
         want: u64,
         timeout: Option<Duration>,
     ) -> std::result::Result<(u64, u64), PopError> {
+        if self.pending.is_some()
+            && let Some(got) = self.next_pending()
+        {
+            return Ok(got);
+        }
         let Core {
             ring,
             side,
@@ -214,7 +263,13 @@ impl Core {
     }
 
     pub(super) fn release(&mut self, pos: u64, n: u64) {
-        self.ring.release(self.side.role(), pos, n);
+        if self.pending.is_some() {
+            // The record still covers positions taken over: keep it.
+            self.ring.free(pos, n);
+            self.ring.space_wait().notify();
+        } else {
+            self.ring.release(self.side.role(), pos, n);
+        }
     }
 
     pub(super) fn stats(&self) -> RingStats {
@@ -232,6 +287,43 @@ impl Core {
             wait_data: data,
             wait_space: space,
         }
+    }
+}
+
+/// Longest a consumer taking over a dead predecessor's claim waits for a
+/// producer caught re-publishing one of its messages (a few instructions,
+/// unless that producer is stopped): then it leaves the claim to them.
+const ADOPT_WAIT: Duration = Duration::from_secs(1);
+
+/// A consumer that just took role `me` takes over the positions its dead
+/// predecessor claimed and did not release, so that they are delivered
+/// first and in order (instead of re-published at the end by a producer,
+/// after [`super::REDELIVERY_GRACE`]). Returns them as (first, count), or
+/// `None` when there is nothing to take over.
+///
+/// A producer re-publishes a dead consumer's message only after recording
+/// the position it re-publishes at (`prev + capacity`), a SeqCst fence,
+/// and finding no live role whose record covers `prev`. We took the lock
+/// (a system call) and fence before reading the producers' records: so
+/// either that producer sees this role alive with the record covering
+/// `prev` and backs off, or we see its record and wait until it is done,
+/// after which the slot shows which of us has the message.
+fn adopt(ring: &RawMpmc, me: u32, alive: &dyn Fn(u32) -> bool) -> Option<(u64, u64)> {
+    let (pos, n) = ring.recorded_claim(me)?;
+    fence(Ordering::SeqCst);
+    let cap = ring.capacity;
+    let started = std::time::Instant::now();
+    loop {
+        let contested = (pos..pos + n).any(|p| {
+            ring.held(p) && ring.claimed_by_live(0..ring.producers, p + cap, alive)
+        });
+        if !contested {
+            return Some((pos, n));
+        }
+        if started.elapsed() >= ADOPT_WAIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -55,13 +55,28 @@
 //!   written message is lost: its producer never finished it.
 //! * **A consumer died between claiming and releasing.** The message was
 //!   claimed but never returned to the application (a pop copies the slot
-//!   and releases it before returning), so it is **redelivered**: a
-//!   producer that finds the slot still occupied a lap later, with `head`
-//!   past it and no live consumer claiming it, claims the next enqueue
-//!   position for it and re-publishes the old contents there (counted as
-//!   redelivered). Nothing is lost and nothing is delivered twice to the
-//!   application; the redelivered message arrives after newer ones.
+//!   and releases it before returning; a read chunk releases when it is
+//!   dropped), so it is delivered again, in one of two ways:
+//!   - **to the next holder of the role, first**: a consumer that takes a
+//!     role whose record still claims positions takes them over (the
+//!     record stays; the new holder owns the lock) and hands them out
+//!     before claiming anything new, so a restarted consumer continues in
+//!     order. A consumer that writes messages elsewhere can leave a
+//!     *receipt* with the claim ([`BytesReadChunk::set_receipt`]) for its
+//!     successor to finish that write exactly once (`shmring recv` does).
+//!   - **by a producer, at the end**, if no consumer took the role over
+//!     within [`REDELIVERY_GRACE`]: a producer that finds the slot still
+//!     occupied a lap later, with `head` past it and no live consumer
+//!     claiming it, claims the next enqueue position for it and
+//!     re-publishes the old contents there (counted as redelivered); the
+//!     message then arrives after newer ones. Producers wait at that slot
+//!     for the grace period first (the ring is full up to it meanwhile).
 //!
+//!   The two cannot both deliver it: the producer records the position it
+//!   re-publishes at, fences, then checks the role's lock; the new holder
+//!   takes the lock, fences, then waits for any such record to clear and
+//!   takes over only the positions whose slot still holds the old claim.
+//!   Nothing is lost and nothing is delivered twice to the application.
 //! A live but slow claimant is never skipped nor redelivered: its record
 //! stays and its lock is held.
 //!
@@ -83,7 +98,7 @@ pub(crate) mod raw;
 mod tests;
 mod typed;
 
-pub use bytes::{BytesConsumer, BytesProducer};
+pub use bytes::{BytesConsumer, BytesProducer, BytesReadChunk};
 pub use core::RingStats;
 pub use typed::{Consumer, Producer, ReadChunk, WriteChunk};
 
@@ -116,6 +131,13 @@ pub const STUCK_POLLS: u32 = 4096;
 /// Under loom: check at once (liveness is decided by the model).
 #[cfg(loom)]
 pub const STUCK_POLLS: u32 = 1;
+
+/// How long a producer leaves a dead consumer's claimed message in place
+/// before it re-publishes it at the end of the queue: the time the next
+/// holder of that consumer role (a restarted consumer) has to take it over
+/// and deliver it in order.
+#[cfg(not(loom))]
+pub const REDELIVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most attempts one operation makes before reporting `Full` or `Empty`
 /// (only reachable under extreme contention or with a peer that keeps

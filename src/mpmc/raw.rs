@@ -2,6 +2,8 @@
 //! numbers, claim records, and publishing and releasing claimed slots.
 
 use super::{POS, SKIP, STUCK_POLLS};
+#[cfg(not(loom))]
+use super::REDELIVERY_GRACE;
 use crate::error::{Error, Result};
 use crate::layout::{
     ClaimLine, DequeueLine, EnqueueLine, Kind, LINE, MPMC_CONTROL_SIZE, MpmcControl, Stats,
@@ -52,6 +54,10 @@ pub(crate) enum Claim {
 pub(crate) struct Stuck {
     pub(super) pos: u64,
     pub(super) polls: u32,
+    /// When this side first found `pos` stuck (producers: the redelivery
+    /// grace runs from here).
+    #[cfg(not(loom))]
+    since: Option<std::time::Instant>,
 }
 
 impl Stuck {
@@ -61,6 +67,14 @@ impl Stuck {
         if self.pos != pos {
             self.pos = pos;
             self.polls = 0;
+            #[cfg(not(loom))]
+            {
+                self.since = None;
+            }
+        }
+        #[cfg(not(loom))]
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
         }
         self.polls += 1;
         if now || self.polls >= STUCK_POLLS {
@@ -68,6 +82,19 @@ impl Stuck {
             return true;
         }
         false
+    }
+
+    /// Has the slot at `pos` been stuck for [`REDELIVERY_GRACE`] (since
+    /// this side first saw it so)? Called after `due`.
+    pub(super) fn grace_over(&self, pos: u64) -> bool {
+        #[cfg(not(loom))]
+        {
+            self.pos == pos && self.since.is_some_and(|t| t.elapsed() >= REDELIVERY_GRACE)
+        }
+        #[cfg(loom)]
+        {
+            self.pos == pos
+        }
     }
 }
 
@@ -312,14 +339,47 @@ impl RawMpmc {
     /// next lap's producers, then clears its claim.
     #[inline]
     pub(crate) fn release(&self, me: u32, pos: u64, n: u64) {
+        self.free(pos, n);
+        self.clear(me);
+        self.space_wait().notify();
+    }
+
+    /// Frees positions `pos .. pos + n` for the next lap's producers,
+    /// leaving the claim record as it is (it still covers others).
+    #[inline]
+    pub(crate) fn free(&self, pos: u64, n: u64) {
         for p in pos..pos + n {
             // Release: our payload reads happen-before the producer's
             // acquire load that sees the slot free.
             self.seq(p)
                 .store(p.wrapping_add(self.capacity), Ordering::Release);
         }
-        self.clear(me);
-        self.space_wait().notify();
+    }
+
+    /// The claim record role `me` holds now, if any, as (first position,
+    /// count); `None` for an empty record or one no legal claim writes (a
+    /// count of 0 or over the capacity, an unreachable position).
+    pub(super) fn recorded_claim(&self, me: u32) -> Option<(u64, u64)> {
+        let line = self.claim_line(me)?;
+        // Acquire: pairs with the release of the claimant's CAS.
+        let start = line.pos.load(Ordering::Acquire);
+        let len = line.len.load(Ordering::Acquire);
+        let pos = start.checked_sub(1)?;
+        let valid = (1..=self.capacity).contains(&len)
+            && self.check_position(pos, "claimed").is_ok();
+        valid.then_some((pos, len))
+    }
+
+    /// Role `me`'s receipt, if `me` is a role.
+    pub(crate) fn receipt(&self, me: u32) -> Option<&crate::layout::Receipt> {
+        self.claim_line(me).map(|line| &line.receipt)
+    }
+
+    /// Is `pos` claimed by a consumer and still unreleased (published for
+    /// it, skipped or not)?
+    pub(super) fn held(&self, pos: u64) -> bool {
+        // Acquire: if it is not ours any more, what replaced it is visible.
+        self.seq(pos).load(Ordering::Acquire) & POS == pos.wrapping_add(1)
     }
 
     /// Messages published or being written (`tail - head`), or `None` if

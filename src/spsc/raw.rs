@@ -196,6 +196,11 @@ impl RawRing {
 
     /// Producer line, second word: messages published (frame rings; for
     /// `stat`). Written only by the producer.
+    /// The consumer's receipt (frame rings; `shmring recv`).
+    pub(crate) fn receipt(&self) -> &crate::layout::Receipt {
+        &self.consumer_line().receipt
+    }
+
     pub(crate) fn produced(&self) -> &AtomicU64 {
         &self.producer_line().produced
     }
@@ -349,6 +354,18 @@ impl ConsumerCursor {
             0 => Err(TryPopError::Disconnected),
             n => Ok(n),
         }
+    }
+
+    /// Units published from `pos` on (`head <= pos <= the cached tail`),
+    /// as far as the cached copy of the producer's index knows, after one
+    /// refresh of that copy: what a batch read may look at.
+    pub(crate) fn published_from(
+        &mut self,
+        ring: &RawRing,
+        pos: u64,
+    ) -> std::result::Result<u64, TryPopError> {
+        self.refresh(ring)?;
+        Ok(self.cached_tail.wrapping_sub(pos))
     }
 
     fn refresh(&mut self, ring: &RawRing) -> std::result::Result<u64, TryPopError> {

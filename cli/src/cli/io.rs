@@ -1,29 +1,32 @@
 //! `shmring send` and `shmring recv`: lines in, frames through the ring,
 //! lines out.
 //!
-//! # Nothing lost when `recv` dies
+//! # Nothing lost when `recv` dies, nothing twice into a file
 //!
-//! `recv` takes a message out of the ring only after its bytes were handed
-//! to the kernel: a frame is lent in place by the ring
-//! ([`frames::Consumer::read_chunk_timeout`]), written to stdout with one
-//! `writev` (the payload straight from the ring, then the newline), and
-//! only then released. So a `recv` killed at any moment leaves every
-//! message it did not write in the ring, and a new `recv` on a persistent
-//! ring starts with the first one. What may repeat is the one line being
-//! written when the kill landed: a process killed inside `write(2)` dies
-//! once the write is done, before the release, and the next `recv` writes
-//! that line again; if a kill ever cuts a write short, the part that got
-//! out is followed by the whole line (at-least-once, at most one line per
-//! kill; README, "The command-line tool").
+//! `recv` takes messages out of the ring only after their bytes were
+//! handed to the kernel. On a frame ring it borrows up to
+//! [`LINES_PER_WRITE`] published frames in place
+//! ([`frames::Consumer::read_frames_timeout`]), writes them with one
+//! `writev` (payloads straight from the ring, each followed by a newline)
+//! and then releases exactly the lines that got out whole. On an MPMC ring
+//! it claims one message ([`BytesConsumer::read_chunk_timeout`]), writes
+//! it, and only then releases it; a claim this process dies holding goes
+//! first to the next `recv` (the next holder of its consumer role). So a
+//! `recv` killed at any moment leaves every message it did not write in the
+//! ring, in order.
 //!
-//! The frame ring lends one frame at a time, so this is one system call
-//! per line: there is no way to hold several frames and release them after
-//! one write (that needs a batch read in the library).
-//!
-//! MPMC byte rings (`BytesConsumer`) copy a message out and release it in
-//! one call, so there `recv` can only write it right after: a kill between
-//! the two loses that one line. (A claim held across the write needs a
-//! library change.)
+//! When stdout is a regular file, each write also leaves a *receipt* in the
+//! ring beside the messages it carries: the file's device and inode, the
+//! offset the write starts at and its length. The next `recv` on the same
+//! file reads the receipt with the messages, sees from the file's length
+//! (and its bytes, which must be the messages' first bytes) how much of
+//! that write got in before the kill, writes the rest and releases them:
+//! each line exactly once, even one a kill cut in the middle. To a pipe or
+//! a terminal the delivery is at-least-once: a kill after a write and
+//! before its release repeats that write's lines (at most
+//! [`LINES_PER_WRITE`] on a frame ring, one line on an MPMC ring), and a
+//! line cut by a kill is followed by the whole line (README, "The
+//! command-line tool").
 //!
 //! # Signals
 //!
@@ -32,7 +35,8 @@
 //! handles are dropped normally, then the process exits with 128 + signal.
 
 use std::fs::File;
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Read, Seek, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,22 +215,7 @@ impl LineReader {
     }
 }
 
-/// What a write does when a signal interrupts it before it is complete.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OnSignal {
-    /// Stop: the message is still in the ring (frame rings) and the next
-    /// `recv` writes it again.
-    Abandon,
-    /// Finish it (MPMC: the message already left the ring), waiting at most
-    /// [`FINISH_WAIT`] at a time for the output to take more.
-    Finish,
-}
-
-/// How long an interrupted MPMC write waits for stdout to accept more
-/// before it gives the line up.
-const FINISH_WAIT: Duration = Duration::from_secs(1);
-
-/// How a line's write ended.
+/// How a batch's write ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Written {
     /// Every byte reached the kernel.
@@ -236,10 +225,16 @@ enum Written {
     Stopped,
 }
 
-/// stdout, written with `write(2)` and no user-space buffer: once
-/// [`Output::write_line`] returns `All`, the line is the kernel's.
+/// Most lines one `writev` carries (two parts each, under `IOV_MAX`).
+const LINES_PER_WRITE: usize = 512;
+
+/// stdout, written with `writev(2)` and no user-space buffer: a line
+/// counted as written by [`Output::write_lines`] is the kernel's.
 struct Output {
     file: File,
+    /// A regular file: its device and inode, and whether it is open for
+    /// appending. Writes there carry receipts (see the module docs).
+    regular: Option<(u64, u64, bool)>,
 }
 
 impl Output {
@@ -248,62 +243,118 @@ impl Output {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io("stdout", "dup", e))?;
-        Ok(Output {
-            file: File::from(fd),
-        })
+        let file = File::from(fd);
+        let regular = file.metadata().ok().filter(|m| m.is_file()).map(|m| {
+            // SAFETY: F_GETFL on a descriptor we own reads its flags.
+            let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+            (m.dev(), m.ino(), flags >= 0 && flags & libc::O_APPEND != 0)
+        });
+        Ok(Output { file, regular })
     }
 
-    /// Writes `line` and a newline (one `writev` unless the kernel takes
-    /// less).
-    fn write_line(&mut self, line: &[u8], on_signal: OnSignal) -> Result<Written, Error> {
-        let mut parts = [IoSlice::new(line), IoSlice::new(b"\n")];
-        let mut parts = &mut parts[..];
+    /// The receipt for writing `lines` next: the file, where the write
+    /// lands and its length. `None` unless stdout is a regular file.
+    fn receipt<'a>(&mut self, lines: impl Iterator<Item = &'a [u8]>) -> Option<[u64; 4]> {
+        let (dev, ino, append) = self.regular?;
+        let at = if append {
+            self.file.metadata().ok()?.len()
+        } else {
+            self.file.stream_position().ok()?
+        };
+        Some([dev, ino, at, stream_len(lines)])
+    }
+
+    /// How many bytes of `lines` (each with its newline) a predecessor
+    /// that left `receipt` got into this same file before it died: the
+    /// file must have grown by at most their length since the offset it
+    /// noted, and what it holds there must be their first bytes. `None`
+    /// when the receipt is not about this output (the next write then
+    /// starts from the first line).
+    fn resume<'a>(
+        &self,
+        receipt: [u64; 4],
+        lines: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Option<usize> {
+        let (dev, ino, _) = self.regular?;
+        let [r_dev, r_ino, at, total] = receipt;
+        if (r_dev, r_ino) != (dev, ino) || stream_len(lines.clone()) != total {
+            return None;
+        }
+        let done = self.file.metadata().ok()?.len().checked_sub(at)?;
+        if done > total {
+            return None;
+        }
+        // stdout is usually open for writing only: read the file through
+        // a descriptor of our own (the same inode, checked).
+        let reader = File::open(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;
+        let meta = reader.metadata().ok()?;
+        if (meta.dev(), meta.ino()) != (dev, ino) {
+            return None;
+        }
+        let mut there = vec![0u8; done as usize];
+        reader.read_exact_at(&mut there, at).ok()?;
+        let expected = lines.flat_map(|l| l.iter().chain(b"\n"));
+        there
+            .iter()
+            .zip(expected)
+            .all(|(a, b)| a == b)
+            .then_some(done as usize)
+    }
+
+    /// Writes up to [`LINES_PER_WRITE`] of `lines`, each followed by a
+    /// newline, leaving out the first `skip` bytes (one `writev` unless
+    /// the kernel takes less). Returns how many lines are out whole, and
+    /// how the write ended: a signal stops it between two system calls, so
+    /// a line may have got out in part.
+    fn write_lines<'a>(
+        &mut self,
+        lines: impl Iterator<Item = &'a [u8]>,
+        skip: usize,
+    ) -> (usize, Result<Written, Error>) {
+        let mut storage = [IoSlice::new(&[]); 2 * LINES_PER_WRITE];
+        let mut used = 0;
+        for line in lines.take(LINES_PER_WRITE) {
+            storage[used] = IoSlice::new(line);
+            storage[used + 1] = IoSlice::new(b"\n");
+            used += 2;
+        }
+        let mut parts = &mut storage[..used];
+        IoSlice::advance_slices(&mut parts, skip);
+        let done = |parts: &[IoSlice]| (used - parts.len()) / 2;
         let fd = self.file.as_raw_fd();
         while !parts.is_empty() {
-            if on_signal == OnSignal::Finish
-                && signals::received().is_some()
-                && !wait_fd(fd, libc::POLLOUT, FINISH_WAIT)
-                    .map_err(|e| Error::io("stdout", "poll", e))?
-            {
-                eprintln!(
-                    "shmring: a line taken from the ring could not be written: stdout accepted nothing for {} s after the signal",
-                    FINISH_WAIT.as_secs()
-                );
-                return Ok(Written::Stopped);
-            }
             match self.file.write_vectored(parts) {
                 Ok(0) => {
-                    return Err(Error::io(
-                        "stdout",
-                        "write",
-                        std::io::ErrorKind::WriteZero.into(),
-                    ));
+                    let e = Error::io("stdout", "write", std::io::ErrorKind::WriteZero.into());
+                    return (done(parts), Err(e));
                 }
                 Ok(n) => IoSlice::advance_slices(&mut parts, n),
                 Err(e) => match e.kind() {
                     std::io::ErrorKind::BrokenPipe => {
                         signals::note_broken_pipe();
-                        return Ok(Written::Stopped);
+                        return (done(parts), Ok(Written::Stopped));
                     }
-                    std::io::ErrorKind::Interrupted => {
-                        if on_signal == OnSignal::Abandon && signals::received().is_some() {
-                            return Ok(Written::Stopped);
-                        }
-                    }
+                    std::io::ErrorKind::Interrupted => {}
                     std::io::ErrorKind::WouldBlock => {
                         // A non-blocking stdout (inherited O_NONBLOCK).
-                        wait_fd(fd, libc::POLLOUT, SLICE)
-                            .map_err(|e| Error::io("stdout", "poll", e))?;
-                        if on_signal == OnSignal::Abandon && signals::received().is_some() {
-                            return Ok(Written::Stopped);
+                        if let Err(e) = wait_fd(fd, libc::POLLOUT, SLICE) {
+                            return (done(parts), Err(Error::io("stdout", "poll", e)));
                         }
                     }
-                    _ => return Err(Error::io("stdout", "write", e)),
+                    _ => return (done(parts), Err(Error::io("stdout", "write", e))),
                 },
             }
+            if !parts.is_empty() && signals::received().is_some() {
+                return (done(parts), Ok(Written::Stopped));
+            }
         }
-        Ok(Written::All)
+        (done(parts), Ok(Written::All))
     }
+}
+
+/// Bytes of `lines` written one per line.
+fn stream_len<'a>(lines: impl Iterator<Item = &'a [u8]>) -> u64 {
+    lines.map(|l| l.len() as u64 + 1).sum()
 }
 
 /// The sending half of a frame ring or of a byte-slot MPMC ring.
@@ -365,10 +416,10 @@ enum Rx {
 
 /// What one [`Rx::deliver`] did.
 enum Delivery {
-    /// One message was written to stdout and released.
-    Written,
-    /// A signal or a closed stdout stopped the write (frame rings: the
-    /// message stays in the ring).
+    /// This many messages were written to stdout and released.
+    Written(u64),
+    /// A signal or a closed stdout stopped the write; the messages that
+    /// got out whole were released, the others stay in the ring.
     Stopped,
     /// Nothing was received.
     Nothing(PopError),
@@ -389,39 +440,66 @@ impl Rx {
         }
     }
 
-    /// Waits at most `timeout` for one message, writes it to `out` and only
-    /// then releases it (frame rings; see the module's documentation).
-    fn deliver(
-        &mut self,
-        timeout: Duration,
-        buf: &mut Vec<u8>,
-        out: &mut Output,
-    ) -> Result<Delivery, Error> {
-        match self {
-            Rx::Frames(r) => match r.read_chunk_timeout(Some(timeout)) {
-                Ok(frame) => {
-                    let written = out.write_line(&frame, OnSignal::Abandon);
-                    if matches!(written, Ok(Written::All)) {
-                        frame.release();
-                        return Ok(Delivery::Written);
-                    }
-                    // Stopped, or the write failed: not consumed. Dropping
-                    // the chunk would release the frame; forgetting it
-                    // leaves the frame in the ring for the next consumer
-                    // (the chunk owns nothing else).
-                    std::mem::forget(frame);
-                    written.map(|_| Delivery::Stopped)
+    /// Waits at most `timeout` for messages, writes up to `max` of them
+    /// to `out` and releases exactly those that got out whole (see the
+    /// module's documentation).
+    fn deliver(&mut self, timeout: Duration, max: u64, out: &mut Output) -> Result<Delivery, Error> {
+        let max = usize::try_from(max).unwrap_or(usize::MAX).min(LINES_PER_WRITE);
+        let (written, how) = match self {
+            Rx::Frames(r) => match r.read_frames_timeout(max, Some(timeout)) {
+                Ok(mut batch) => {
+                    // A predecessor's unfinished write of these frames to
+                    // this file: finish it. Otherwise note ours.
+                    let resumed = batch.receipt().and_then(|r| {
+                        let lines = batch.iter().take(r.frames);
+                        Some((r.frames, out.resume(r.words, lines)?))
+                    });
+                    let (n, skip) = resumed.unwrap_or((batch.len(), 0));
+                    let receipt = resumed.is_some()
+                        || match out.receipt(batch.iter()) {
+                            Some(words) => {
+                                batch.set_receipt(words);
+                                true
+                            }
+                            None => false,
+                        };
+                    let (written, how) = out.write_lines(batch.iter().take(n), skip);
+                    // With a receipt, an unfinished write stays in the
+                    // ring whole, to be finished from the file's length.
+                    let done = matches!(how, Ok(Written::All));
+                    batch.release(if receipt && !done { 0 } else { written });
+                    (written, how)
                 }
-                Err(e) => Ok(Delivery::Nothing(e)),
+                Err(e) => return Ok(Delivery::Nothing(e)),
             },
-            Rx::Mpmc(r) => match r.pop_timeout(buf, Some(timeout)) {
-                Ok(()) => Ok(match out.write_line(buf, OnSignal::Finish)? {
-                    Written::All => Delivery::Written,
-                    Written::Stopped => Delivery::Stopped,
-                }),
-                Err(e) => Ok(Delivery::Nothing(e)),
+            Rx::Mpmc(r) => match r.read_chunk_timeout(Some(timeout)) {
+                Ok(mut msg) => {
+                    let line = std::iter::once(&*msg);
+                    let skip = msg.receipt().and_then(|w| out.resume(w, line.clone()));
+                    if skip.is_none()
+                        && let Some(words) = out.receipt(line)
+                    {
+                        msg.set_receipt(words);
+                    }
+                    let (written, how) =
+                        out.write_lines(std::iter::once(&*msg), skip.unwrap_or(0));
+                    if written == 1 {
+                        msg.release();
+                    } else {
+                        // Still claimed by this role: the next `recv`
+                        // (the next holder of the role) writes it first.
+                        msg.put_back();
+                    }
+                    (written, how)
+                }
+                Err(e) => return Ok(Delivery::Nothing(e)),
             },
-        }
+        };
+        let written = written as u64;
+        Ok(match how? {
+            Written::All => Delivery::Written(written),
+            Written::Stopped => Delivery::Stopped,
+        })
     }
 
     fn is_producer_alive(&self) -> bool {
@@ -563,7 +641,6 @@ pub(super) fn recv(
     let limit = timeout_ms.map(Duration::from_millis);
     let mut out = Output::stdout()?;
     let mut received = 0u64;
-    let mut buf = Vec::new();
     // A producer of an earlier session may have left its record marked
     // detached: `Disconnected` ends the run only once a producer was seen.
     let mut seen_producer = false;
@@ -592,9 +669,10 @@ pub(super) fn recv(
         } else {
             slice(left).min(Duration::from_millis(20))
         };
-        match rx.deliver(wait, &mut buf, &mut out)? {
-            Delivery::Written => {
-                received += 1;
+        let max = count.map_or(u64::MAX, |c| c - received);
+        match rx.deliver(wait, max, &mut out)? {
+            Delivery::Written(n) => {
+                received += n;
                 seen_producer = true;
                 if limit.is_some() {
                     idle_since = Instant::now();
