@@ -125,3 +125,39 @@ fn released_none_is_read_again_by_the_next_consumer() {
     rx.try_pop(&mut out).unwrap();
     assert_eq!(out, b"second");
 }
+
+/// A batch's receipt stays with frames not released: the next consumer's
+/// batch returns it with how many frames it covers; releasing all of them
+/// (or some but not all) leaves nothing for the next batch.
+#[test]
+fn a_receipt_goes_with_the_frames_it_describes() {
+    let dir = crate::segment::TestDir::new("frames-receipt");
+    let (seg, mut tx, mut rx) = ring_pair(&dir, 1024);
+    for f in [&b"a"[..], b"b", b"c"] {
+        tx.try_push(f).unwrap();
+    }
+    let mut batch = rx.read_frames(2).unwrap();
+    assert_eq!(batch.receipt(), None);
+    batch.set_receipt([9, 8, 7, 6]);
+    batch.release(0);
+    drop(rx);
+    let mut rx = Consumer::attach(seg.clone()).unwrap();
+    let batch = rx.read_frames(8).unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(
+        batch.receipt(),
+        Some(BatchReceipt {
+            words: [9, 8, 7, 6],
+            frames: 2
+        })
+    );
+    batch.release(2);
+    let mut batch = rx.read_frames(8).unwrap();
+    assert_eq!(batch.receipt(), None, "released frames keep no receipt");
+    batch.set_receipt([1, 1, 1, 1]);
+    tx.try_push(b"d").unwrap();
+    batch.release(1);
+    let batch = rx.read_frames(8).unwrap();
+    assert_eq!(batch.get(0), Some(&b"d"[..]));
+    assert_eq!(batch.receipt(), None);
+}
