@@ -4,12 +4,13 @@
 //! * `spsc_u64_same_thread`, `frames_same_thread/{64,1024,4096}`: the cost
 //!   of one operation, next to a `VecDeque` and two `memcpy`s;
 //! * `two_threads_u64`: one-by-one and batched throughput between two
-//!   threads: shmring SPSC and MPMC (1 and 2 producers) against rtrb,
+//!   threads: shmring SPSC (each next to the textbook Lamport ring of
+//!   `textbook/mod.rs`) and MPMC (1 and 2 producers) against rtrb,
 //!   crossbeam's `ArrayQueue` and bounded channel;
 //! * `rtt_cross_process`: round trips to a forked echo process pinned to
-//!   the other core: shared-atomic ping-pong (the hardware limit), shmring
-//!   Spin, futex ping-pong (the limit for sleeping), shmring Park, pipe,
-//!   Unix socket and eventfd.
+//!   the other core: shared-atomic ping-pong (the hardware limit), the
+//!   textbook Lamport ring, shmring Spin, futex ping-pong (the limit for
+//!   sleeping), shmring Park, pipe, Unix socket and eventfd.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use shmring::mpmc;
 use shmring::raw::typed_spec;
 use shmring::spsc::{self, Consumer, Producer};
 use shmring::wait::WaitStrategy;
+
+mod textbook;
 
 fn name(tag: &str) -> String {
     format!("shmring-criterion-{}-{tag}", std::process::id())
@@ -126,6 +129,23 @@ fn two_threads_u64(c: &mut Criterion) {
             )
         })
     });
+    g.bench_function("textbook_lamport_spsc", |b| {
+        let mut mem = memmap2::MmapMut::map_anon(textbook::bytes(1024)).unwrap();
+        // SAFETY: a fresh zeroed, page-aligned mapping of the right size,
+        // dropped after the halves.
+        let (mut tx, mut rx) = unsafe { textbook::split(mem.as_mut_ptr(), 1024) };
+        b.iter_custom(|iters| {
+            two_threads(
+                iters,
+                |n| (0..n).for_each(|i| spin_until(|| tx.try_push(i).then_some(()))),
+                |n| {
+                    (0..n).for_each(|_| {
+                        black_box(spin_until(|| rx.try_pop()));
+                    })
+                },
+            )
+        })
+    });
     g.bench_function("shmring_spsc_batched_64", |b| {
         let (mut tx, mut rx) = spsc::anonymous::<u64>(1024).unwrap();
         let batch = [7u64; 64];
@@ -144,6 +164,31 @@ fn two_threads_u64(c: &mut Criterion) {
                     let mut got = 0;
                     while got < n {
                         got += rx.pop_into(&mut out).unwrap_or(0) as u64;
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("textbook_lamport_spsc_batched_64", |b| {
+        let mut mem = memmap2::MmapMut::map_anon(textbook::bytes(1024)).unwrap();
+        // SAFETY: as in textbook_lamport_spsc.
+        let (mut tx, mut rx) = unsafe { textbook::split(mem.as_mut_ptr(), 1024) };
+        let batch = [7u64; 64];
+        b.iter_custom(|iters| {
+            two_threads(
+                iters,
+                |n| {
+                    let mut sent = 0;
+                    while sent < n {
+                        let want = ((n - sent) as usize).min(64);
+                        sent += tx.push_slice(&batch[..want]) as u64;
+                    }
+                },
+                |n| {
+                    let mut out = [0u64; 64];
+                    let mut got = 0;
+                    while got < n {
+                        got += rx.pop_into(black_box(&mut out)) as u64;
                     }
                 },
             )
@@ -302,6 +347,30 @@ fn rtt_cross_process(c: &mut Criterion) {
                 (g != 0).then_some(g)
             });
             unwire(i, got)
+        },
+    );
+
+    // The textbook Lamport ring (issue 15): one ring each way, both in one
+    // shared page.
+    let page = shared_page();
+    // SAFETY: a zeroed shared page (never unmapped) holds both rings at
+    // 128-aligned offsets; each process keeps one half of each.
+    let (mut ping_tx, mut ping_rx) = unsafe { textbook::split(page, 64) };
+    // SAFETY: as above; bytes(64) is a multiple of 128, 2 * bytes(64) < 4096.
+    let (mut pong_tx, mut pong_rx) = unsafe { textbook::split(page.add(textbook::bytes(64)), 64) };
+    echo_bench(
+        &mut g,
+        "textbook_lamport",
+        move || loop {
+            let v = spin_until(|| ping_rx.try_pop());
+            spin_until(|| pong_tx.try_push(v).then_some(()));
+            if v == u64::MAX {
+                return;
+            }
+        },
+        |i| {
+            spin_until(|| ping_tx.try_push(i).then_some(()));
+            spin_until(|| pong_rx.try_pop())
         },
     );
 

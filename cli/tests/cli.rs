@@ -197,6 +197,7 @@ fn bench_json_has_the_documented_keys_and_leaves_nothing() {
         "shmring_default",
         "shmring_park",
         "shmring_mpmc_spin",
+        "textbook_spsc",
         "pipe",
         "unix_socket",
     ] {
@@ -214,11 +215,23 @@ fn bench_json_has_the_documented_keys_and_leaves_nothing() {
         "shmring_mpmc_u64",
         "shmring_mpmc_u64_2p",
         "crossbeam_array_queue_u64_in_process",
+        "textbook_spsc_u64",
+        "textbook_spsc_u64_batched",
+        "textbook_mpmc_u64",
+        "textbook_4k",
     ] {
         assert!(v["throughput_msgs_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
     }
     assert!(v["memcpy_gb_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["frames_4k_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["textbook_4k_gb_per_s"].as_f64().unwrap() > 0.0);
+    // Each shmring row against its textbook ring: two round trips (spin,
+    // default) and four throughputs.
+    let pairs = v["vs_textbook"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
+    for p in pairs {
+        assert!(p["ratio"].as_f64().unwrap() > 0.0, "{p}");
+    }
     assert!(v["cores"].as_u64().unwrap() >= 1);
     assert!(!v["cpu"].as_str().unwrap().is_empty());
     // Every target of issue 7 is judged when every row ran.
@@ -259,7 +272,8 @@ fn bench_kind_and_wait_choose_the_rows_and_plot_writes_an_svg() {
         [
             "crossbeam_array_queue_u64_in_process",
             "shmring_mpmc_u64",
-            "shmring_mpmc_u64_2p"
+            "shmring_mpmc_u64_2p",
+            "textbook_mpmc_u64"
         ]
     );
     assert_eq!(keys(&v["idle_cpu_percent"]), ["park"]);

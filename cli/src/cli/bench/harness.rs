@@ -115,6 +115,15 @@ impl Names {
 /// A shared page the forked child inherits: a /dev/shm file unlinked at
 /// once, so nothing can be left behind.
 pub(super) fn shared_page(tag: &str) -> Result<(memmap2::MmapMut, std::fs::File), Error> {
+    shared_mapping(tag, 4096)
+}
+
+/// `len` zeroed, page-aligned bytes shared with children forked later, as
+/// [`shared_page`].
+pub(super) fn shared_mapping(
+    tag: &str,
+    len: u64,
+) -> Result<(memmap2::MmapMut, std::fs::File), Error> {
     let path = format!("/dev/shm/shmring-bench-{}-{tag}", std::process::id());
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -123,10 +132,11 @@ pub(super) fn shared_page(tag: &str) -> Result<(memmap2::MmapMut, std::fs::File)
         .open(&path)
         .map_err(|e| Error::io(&path, "open", e))?;
     let _ = std::fs::remove_file(&path);
-    file.set_len(4096)
+    file.set_len(len)
         .map_err(|e| Error::io(&path, "ftruncate", e))?;
-    // SAFETY: a fresh file nobody else has opened; both processes access the
-    // page only through atomics.
+    // SAFETY: a fresh file nobody else has opened; both processes access it
+    // only through atomics, or through slots whose ownership those atomics
+    // hand over (the textbook rings).
     let map =
         unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| Error::io(&path, "mmap", e))?;
     Ok((map, file))

@@ -3,7 +3,8 @@
 //! another core (when there is one).
 //!
 //! The submodules: `harness` (forked peers, pinning, rings, timing loops),
-//! `scenarios` (one function per measured row), `statistics`, `report`
+//! `scenarios` (one function per measured row), `textbook` (the textbook
+//! rings each shmring ring is read against, and their rows), `statistics`, `report`
 //! (figures, targets, the table) and `plot` (`--plot` SVG). They take these
 //! imports and the items here with `use super::*`.
 
@@ -25,12 +26,14 @@ mod plot;
 mod report;
 mod scenarios;
 mod statistics;
+mod textbook;
 
 use harness::*;
 use plot::*;
 use report::*;
 use scenarios::*;
 use statistics::*;
+use textbook::*;
 
 /// Options of `shmring bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -148,6 +151,11 @@ enum Step {
     Memcpy,
     MpmcU64(u32),
     ArrayQueue,
+    TextbookRtt,
+    TextbookU64,
+    TextbookU64Batched,
+    TextbookRecords,
+    TextbookMpmc,
 }
 
 impl Step {
@@ -166,9 +174,14 @@ impl Step {
             Step::Frames => "frames".into(),
             Step::PipeThroughput => "pipe throughput".into(),
             Step::UnixThroughput => "unix socket throughput".into(),
-            Step::Memcpy => "memcpy".into(),
+            Step::Memcpy => "single-core hot memcpy".into(),
             Step::MpmcU64(p) => format!("mpmc u64, {p} producer(s)"),
             Step::ArrayQueue => "crossbeam ArrayQueue in-process".into(),
+            Step::TextbookRtt => "textbook spsc round trip".into(),
+            Step::TextbookU64 => "textbook spsc u64 one by one".into(),
+            Step::TextbookU64Batched => "textbook spsc u64 batched".into(),
+            Step::TextbookRecords => "textbook records (cross-core copy)".into(),
+            Step::TextbookMpmc => "textbook vyukov mpmc u64".into(),
         }
     }
 }
@@ -183,6 +196,8 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     let has = |k: KindArg| kind == KindArg::All || kind == k;
     let mut steps = vec![Step::AtomicLimit];
     if has(KindArg::Spsc) {
+        // The textbook ring right before shmring's, as for throughputs.
+        steps.push(Step::TextbookRtt);
         steps.extend(waits.iter().map(|&w| Step::SpscRtt(w)));
     }
     if has(KindArg::Mpmc) {
@@ -195,18 +210,30 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     if has(KindArg::Spsc) {
         // Each shmring row next to its reference, so that a pair sees the
         // same machine state.
-        steps.extend([Step::SpscU64, Step::Rtrb, Step::SpscU64Batched]);
+        steps.extend([
+            Step::TextbookU64,
+            Step::SpscU64,
+            Step::Rtrb,
+            Step::TextbookU64Batched,
+            Step::SpscU64Batched,
+        ]);
     }
     if has(KindArg::Frames) {
         steps.extend([
             Step::UnixThroughput,
+            Step::TextbookRecords,
             Step::Frames,
             Step::Memcpy,
             Step::PipeThroughput,
         ]);
     }
     if has(KindArg::Mpmc) {
-        steps.extend([Step::MpmcU64(1), Step::ArrayQueue, Step::MpmcU64(2)]);
+        steps.extend([
+            Step::TextbookMpmc,
+            Step::MpmcU64(1),
+            Step::ArrayQueue,
+            Step::MpmcU64(2),
+        ]);
     }
     steps
 }
@@ -367,6 +394,23 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                     let v = array_queue_throughput(dur, pinned, cap as usize);
                     put("crossbeam_array_queue_u64_in_process".into(), v);
                 }
+                Step::TextbookRtt => pool("textbook_spsc".into(), textbook_rtt(dur, pinned)?),
+                Step::TextbookU64 => {
+                    let v = textbook_throughput(dur, pinned, 1, cap)?;
+                    put("textbook_spsc_u64".into(), v);
+                }
+                Step::TextbookU64Batched => {
+                    let v = textbook_throughput(dur, pinned, 64, cap)?;
+                    put("textbook_spsc_u64_batched".into(), v);
+                }
+                Step::TextbookRecords => {
+                    let v = textbook_records_throughput(dur, pinned, size)?;
+                    put(format!("textbook_{tag}"), v);
+                }
+                Step::TextbookMpmc => {
+                    let v = textbook_mpmc_throughput(dur, pinned, cap)?;
+                    put("textbook_mpmc_u64".into(), v);
+                }
             }
         }
     }
@@ -379,12 +423,19 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     }
     r.throughput_rounds = tps;
     r.memcpy_rounds = memcpy.clone();
-    if let Some(fr) = r
-        .throughput_msgs_per_s
-        .get(&format!("shmring_frames_{tag}"))
-    {
-        r.frames_gb
-            .insert(format!("frames_{tag}_gb_per_s"), fr * size as f64 / 1e9);
+    for (key, gb) in [
+        (
+            format!("shmring_frames_{tag}"),
+            format!("frames_{tag}_gb_per_s"),
+        ),
+        (
+            format!("textbook_{tag}"),
+            format!("textbook_{tag}_gb_per_s"),
+        ),
+    ] {
+        if let Some(rate) = r.throughput_msgs_per_s.get(&key) {
+            r.frames_gb.insert(gb, rate * size as f64 / 1e9);
+        }
     }
     if !memcpy.is_empty() {
         r.memcpy_gb_per_s = Some(median(memcpy));
@@ -393,6 +444,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
         eprintln!();
     }
     r.targets = targets(&r, &tag);
+    r.vs_textbook = vs_textbook(&r, &tag);
     if let Some(path) = &args.plot {
         std::fs::write(path, plot_svg(&r))
             .map_err(|e| Error::io(path.display().to_string(), "write", e))?;

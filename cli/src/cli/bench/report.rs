@@ -1,5 +1,6 @@
 //! The bench's report: its figures (printed as JSON with `--json`), issue
-//! 7's performance targets judged from them, and the printed table.
+//! 7's performance targets judged from them, each shmring row against its
+//! textbook ring (issue 15), and the printed table.
 
 use super::*;
 
@@ -12,6 +13,23 @@ pub(super) struct Target {
     /// The bound it must meet.
     pub(super) goal: &'static str,
     pub(super) met: bool,
+}
+
+/// A shmring row next to the textbook ring it is read against (issue 15).
+#[derive(Serialize, Clone, Debug)]
+pub(super) struct VsTextbook {
+    pub(super) what: &'static str,
+    /// The keys of the two rows (under `rtt_ns` or `throughput_msgs_per_s`).
+    pub(super) textbook: String,
+    pub(super) shmring: String,
+    /// `ns` (round-trip p50) or `msgs/s`.
+    pub(super) unit: &'static str,
+    pub(super) textbook_value: f64,
+    pub(super) shmring_value: f64,
+    /// shmring / textbook: of the p50s for round trips (above 1: slower);
+    /// for throughputs the median over rounds of each round's pair (below
+    /// 1: slower).
+    pub(super) ratio: f64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -29,6 +47,9 @@ pub(super) struct Report {
     pub(super) pinned: bool,
     pub(super) idle_cpu_percent: BTreeMap<String, f64>,
     pub(super) targets: Vec<Target>,
+    /// Each shmring row against its textbook ring, for the rows this run
+    /// measured.
+    pub(super) vs_textbook: Vec<VsTextbook>,
     /// The rings' directory and backing options.
     pub(super) backing: String,
     /// Seconds per measurement, over all rounds.
@@ -43,21 +64,95 @@ pub(super) struct Report {
     pub(super) memcpy_rounds: Vec<f64>,
 }
 
+/// The median over rounds of `a * scale / b`, each pair measured in one
+/// round.
+fn per_round(a: &[f64], b: &[f64], scale: f64) -> Option<f64> {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(a, b)| a * scale / b)
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
+/// The paired ratio of two throughput rows, as `per_round`.
+fn tp_ratio(r: &Report, a: &str, b: &str) -> Option<f64> {
+    let rounds = |k: &str| r.throughput_rounds.get(k).filter(|v| !v.is_empty());
+    per_round(rounds(a)?, rounds(b)?, 1.0)
+}
+
+/// Each shmring row this run measured against its textbook ring.
+pub(super) fn vs_textbook(r: &Report, tag: &str) -> Vec<VsTextbook> {
+    let mut out = Vec::new();
+    for (what, textbook, shmring) in [
+        ("round trip p50, spsc spin", "textbook_spsc", "shmring_spin"),
+        (
+            "round trip p50, spsc default strategy",
+            "textbook_spsc",
+            "shmring_default",
+        ),
+    ] {
+        let p50 = |k: &str| r.rtt_ns.get(k).map(|p| p.p50).filter(|v| *v > 0.0);
+        if let (Some(t), Some(s)) = (p50(textbook), p50(shmring)) {
+            out.push(VsTextbook {
+                what,
+                textbook: textbook.into(),
+                shmring: shmring.into(),
+                unit: "ns",
+                textbook_value: t,
+                shmring_value: s,
+                ratio: s / t,
+            });
+        }
+    }
+    for (what, textbook, shmring) in [
+        (
+            "spsc u64 one by one, 2 processes",
+            "textbook_spsc_u64".to_string(),
+            "shmring_spsc_u64".to_string(),
+        ),
+        (
+            "spsc u64 batches of 64, 2 processes",
+            "textbook_spsc_u64_batched".into(),
+            "shmring_spsc_u64_batched".into(),
+        ),
+        (
+            "mpmc u64 1p1c, 2 processes (textbook: Vyukov)",
+            "textbook_mpmc_u64".into(),
+            "shmring_mpmc_u64".into(),
+        ),
+        (
+            "records / frames, 2 processes (cross-core copy)",
+            format!("textbook_{tag}"),
+            format!("shmring_frames_{tag}"),
+        ),
+    ] {
+        let tp = |k: &str| r.throughput_msgs_per_s.get(k).copied();
+        if let (Some(t), Some(s), Some(ratio)) = (
+            tp(&textbook),
+            tp(&shmring),
+            tp_ratio(r, &shmring, &textbook),
+        ) {
+            out.push(VsTextbook {
+                what,
+                textbook,
+                shmring,
+                unit: "msgs/s",
+                textbook_value: t,
+                shmring_value: s,
+                ratio,
+            });
+        }
+    }
+    out
+}
+
 /// Issue 7's performance targets, for the rows this run measured.
 pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
     let rtt = |k: &str| r.rtt_ns.get(k).map(|p| p.p50).filter(|v| *v > 0.0);
-    // The median over rounds of a / b, each pair measured in one round.
     let rounds = |k: &str| r.throughput_rounds.get(k).filter(|v| !v.is_empty());
-    let per_round = |a: &[f64], b: &[f64], scale: f64| {
-        let ratios: Vec<f64> = a
-            .iter()
-            .zip(b)
-            .filter(|(_, b)| **b > 0.0)
-            .map(|(a, b)| a * scale / b)
-            .collect();
-        (!ratios.is_empty()).then(|| median(ratios))
-    };
-    let tp_ratio = |a: &str, b: &str| per_round(rounds(a)?, rounds(b)?, 1.0);
+    let tp_ratio = |a: &str, b: &str| tp_ratio(r, a, b);
     let mut out = Vec::new();
     let mut at_most = |what, goal, bound: f64, ratio: Option<f64>| {
         if let Some(ratio) = ratio {
@@ -152,6 +247,24 @@ pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
     out
 }
 
+/// A figure of `p` with its unit: `215 ns`, `93.2 M/s`, or for frames of
+/// `size` bytes `2.43 M/s (9.97 GB/s)`.
+fn human(p: &VsTextbook, v: f64, size: usize) -> String {
+    if p.unit == "ns" {
+        return format!("{v:.0} ns");
+    }
+    let rate = if v >= 1e9 {
+        format!("{:.2} G/s", v / 1e9)
+    } else {
+        format!("{:.1} M/s", v / 1e6)
+    };
+    if p.shmring.starts_with("shmring_frames_") {
+        format!("{rate} ({:.2} GB/s)", v * size as f64 / 1e9)
+    } else {
+        rate
+    }
+}
+
 pub(super) fn size_tag(size: usize) -> String {
     if size.is_multiple_of(1024) {
         format!("{}k", size / 1024)
@@ -207,14 +320,37 @@ pub(super) fn print_report(r: &Report, tag: &str) {
         };
         println!("{k:<38} {v:>16.0} {vs:>10}");
     }
-    if let (Some(gb), Some(m)) = (
-        r.frames_gb.get(&format!("frames_{tag}_gb_per_s")),
-        r.memcpy_gb_per_s,
-    ) {
+    if let Some(gb) = r.frames_gb.get(&format!("frames_{tag}_gb_per_s")) {
+        print!("{tag} frames: {gb:.2} GB/s");
+        if let Some(t) = r.frames_gb.get(&format!("textbook_{tag}_gb_per_s")) {
+            print!("; textbook {tag} records (the cross-core copy limit): {t:.2} GB/s");
+        }
+        println!();
+    }
+    if let Some(m) = r.memcpy_gb_per_s {
         println!(
-            "{tag} frames: {gb:.2} GB/s; a single-core memcpy of {} bytes: {m:.2} GB/s",
+            "single-core hot memcpy of {} bytes (stays in L1; not the cross-core limit): {m:.2} GB/s",
             r.frame_size
         );
+    }
+    if !r.vs_textbook.is_empty() {
+        println!();
+        println!(
+            "against the textbook rings (same run; throughput ratios: median over rounds of each round's pair)"
+        );
+        println!(
+            "{:<50} {:>22} {:>22} {:>10}",
+            "", "textbook", "shmring", "shm / tb"
+        );
+        for p in &r.vs_textbook {
+            println!(
+                "{:<50} {:>22} {:>22} {:>9.2}x",
+                p.what,
+                human(p, p.textbook_value, r.frame_size),
+                human(p, p.shmring_value, r.frame_size),
+                p.ratio
+            );
+        }
     }
     let idle: Vec<String> = r
         .idle_cpu_percent
