@@ -286,7 +286,10 @@ fn a_message_held_by_a_killed_consumer_goes_first_to_the_next_holder_of_its_role
     let mut rx = Consumer::<u64>::builder("r").dir(&dir.path).open().unwrap();
     let got = fill_around(&mut tx, &mut rx);
     let expected: Vec<u64> = std::iter::once(42).chain(100..110).collect();
-    assert_eq!(got, expected, "the held message first, then the rest in order");
+    assert_eq!(
+        got, expected,
+        "the held message first, then the rest in order"
+    );
     let stats = rx.stats();
     assert_eq!((stats.redelivered, stats.skipped), (0, 0));
     drop((tx, rx));

@@ -141,7 +141,9 @@ fn recv_killed_30_times_on_a_persistent_frame_ring_loses_nothing() {
     // (its receipt in the ring says where), so nothing is lost and nothing
     // repeats, even a line cut in the middle.
     let all = std::fs::read(&out).unwrap();
-    let expected: Vec<u8> = (1..=N).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let expected: Vec<u8> = (1..=N)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
     if all != expected {
         let at = all.iter().zip(&expected).position(|(a, b)| a != b);
         let around = |v: &[u8]| {

@@ -145,7 +145,10 @@ impl Consumer {
     }
 
     /// Waits for the next frame (see `read_chunk_timeout`).
-    fn wait_frame(&mut self, timeout: Option<Duration>) -> std::result::Result<(u64, u64), PopError> {
+    fn wait_frame(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(u64, u64), PopError> {
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
         let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
             pop_poll(check_peer, side, |side| {
@@ -400,9 +403,7 @@ impl ReadFrames<'_> {
         // cursor); the producer does not write them until they are
         // released, which needs `self` (by value, or its drop), so they
         // stay put while this borrow of `self` lives.
-        unsafe {
-            std::slice::from_raw_parts(self.consumer.ring.slot(span.payload), span.len)
-        }
+        unsafe { std::slice::from_raw_parts(self.consumer.ring.slot(span.payload), span.len) }
     }
 }
 

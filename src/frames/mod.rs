@@ -197,7 +197,7 @@ pub(crate) fn parse_header(
     avail: u64,
 ) -> std::result::Result<Header, String> {
     let cap = ring.capacity();
-    if avail < FRAME_HEADER || avail % 8 != 0 {
+    if avail < FRAME_HEADER || !avail.is_multiple_of(8) {
         return Err(format!("{avail} bytes published, not whole frames"));
     }
     let offset = pos & (cap - 1);

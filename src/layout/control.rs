@@ -223,7 +223,10 @@ impl Receipt {
     /// caller checks the position against what it holds.
     pub(crate) fn read(&self) -> Option<(u64, [u64; 4])> {
         // Acquire: pairs with the release store of `at` in `write`.
-        let at = self.at.load(ring_atomic::Ordering::Acquire).checked_sub(1)?;
+        let at = self
+            .at
+            .load(ring_atomic::Ordering::Acquire)
+            .checked_sub(1)?;
         let words = std::array::from_fn(|i| self.words[i].load(ring_atomic::Ordering::Relaxed));
         Some((at, words))
     }

@@ -314,9 +314,8 @@ fn adopt(ring: &RawMpmc, me: u32, alive: &dyn Fn(u32) -> bool) -> Option<(u64, u
     let cap = ring.capacity;
     let started = std::time::Instant::now();
     loop {
-        let contested = (pos..pos + n).any(|p| {
-            ring.held(p) && ring.claimed_by_live(0..ring.producers, p + cap, alive)
-        });
+        let contested = (pos..pos + n)
+            .any(|p| ring.held(p) && ring.claimed_by_live(0..ring.producers, p + cap, alive));
         if !contested {
             return Some((pos, n));
         }

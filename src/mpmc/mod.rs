@@ -77,6 +77,7 @@
 //!   takes the lock, fences, then waits for any such record to clear and
 //!   takes over only the positions whose slot still holds the old claim.
 //!   Nothing is lost and nothing is delivered twice to the application.
+//!
 //! A live but slow claimant is never skipped nor redelivered: its record
 //! stays and its lock is held.
 //!

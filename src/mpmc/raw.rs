@@ -1,9 +1,9 @@
 //! The shared parts of an MPMC ring as a raw view: slots, sequence
 //! numbers, claim records, and publishing and releasing claimed slots.
 
-use super::{POS, SKIP, STUCK_POLLS};
 #[cfg(not(loom))]
 use super::REDELIVERY_GRACE;
+use super::{POS, SKIP, STUCK_POLLS};
 use crate::error::{Error, Result};
 use crate::layout::{
     ClaimLine, DequeueLine, EnqueueLine, Kind, LINE, MPMC_CONTROL_SIZE, MpmcControl, Stats,
@@ -365,8 +365,8 @@ impl RawMpmc {
         let start = line.pos.load(Ordering::Acquire);
         let len = line.len.load(Ordering::Acquire);
         let pos = start.checked_sub(1)?;
-        let valid = (1..=self.capacity).contains(&len)
-            && self.check_position(pos, "claimed").is_ok();
+        let valid =
+            (1..=self.capacity).contains(&len) && self.check_position(pos, "claimed").is_ok();
         valid.then_some((pos, len))
     }
 

@@ -36,8 +36,8 @@
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Seek, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -443,8 +443,15 @@ impl Rx {
     /// Waits at most `timeout` for messages, writes up to `max` of them
     /// to `out` and releases exactly those that got out whole (see the
     /// module's documentation).
-    fn deliver(&mut self, timeout: Duration, max: u64, out: &mut Output) -> Result<Delivery, Error> {
-        let max = usize::try_from(max).unwrap_or(usize::MAX).min(LINES_PER_WRITE);
+    fn deliver(
+        &mut self,
+        timeout: Duration,
+        max: u64,
+        out: &mut Output,
+    ) -> Result<Delivery, Error> {
+        let max = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(LINES_PER_WRITE);
         let (written, how) = match self {
             Rx::Frames(r) => match r.read_frames_timeout(max, Some(timeout)) {
                 Ok(mut batch) => {
@@ -481,8 +488,7 @@ impl Rx {
                     {
                         msg.set_receipt(words);
                     }
-                    let (written, how) =
-                        out.write_lines(std::iter::once(&*msg), skip.unwrap_or(0));
+                    let (written, how) = out.write_lines(std::iter::once(&*msg), skip.unwrap_or(0));
                     if written == 1 {
                         msg.release();
                     } else {
