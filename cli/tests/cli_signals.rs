@@ -307,12 +307,18 @@ fn sigint_to_recv_mid_stream_10_times_loses_and_repeats_nothing() {
     let (code, _, err) = shmring(&dir.path, &["create", "r", "--capacity", "64"]);
     assert_eq!(code, 0, "{err}");
     let (mut tx, mut stdin) = start(&dir, &["send", "r"]);
+    // The sender stays (stdin open) until the signals are done: a `recv`
+    // that drained everything must not finish before its signal.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let feeder = std::thread::spawn(move || {
         let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut stdin);
         for i in 1..=N {
             if writeln!(w, "{i}").is_err() {
                 return;
             }
+        }
+        if w.flush().is_ok() {
+            let _ = done_rx.recv();
         }
     });
     let out_path = dir.file("out.txt");
@@ -350,6 +356,7 @@ fn sigint_to_recv_mid_stream_10_times_loses_and_repeats_nothing() {
         );
     }
     // The rest (see cli_recv_crash.rs for why 0 or 3).
+    drop(done_tx);
     let last = recv(&["--timeout", "20000"]);
     feeder.join().unwrap();
     assert!(tx.wait_within(Duration::from_secs(120)).success());

@@ -65,6 +65,12 @@ impl RawMpmc {
                 }
                 // The slot still holds position t - cap's message: full,
                 // unless the consumer that took it died before releasing.
+                // Look at the consumers' line only once it stayed so for a
+                // while: polling a full ring then touches no line the
+                // consumers write.
+                if !stuck.due(t, scan_now) {
+                    break 'retry Claim::Nothing;
+                }
                 let h = self.head().load(Ordering::Acquire);
                 let used = t.wrapping_sub(h);
                 if used > cap {
@@ -77,11 +83,7 @@ impl RawMpmc {
                     ));
                 }
                 let prev = t.wrapping_sub(cap);
-                if used == cap
-                    || s & POS != prev.wrapping_add(1)
-                    || !stuck.due(t, scan_now)
-                    || !stuck.grace_over(t)
-                {
+                if used == cap || s & POS != prev.wrapping_add(1) || !stuck.grace_over(t) {
                     break 'retry Claim::Nothing;
                 }
                 // Announce the redelivery before looking for a live
@@ -212,8 +214,15 @@ impl RawMpmc {
                     spin_hint();
                     continue;
                 }
-                // Not published. Acquire: if a producer's claim moved the
-                // tail past h, its claim record is visible to us now.
+                // Not published: empty, unless a producer claimed it and
+                // died. Look at the producers' line only once it stayed so
+                // for a while: polling an empty ring then touches no line
+                // the producers write.
+                if !stuck.due(h, scan_now) {
+                    break 'retry Claim::Nothing;
+                }
+                // Acquire: if a producer's claim moved the tail past h, its
+                // claim record is visible to us now.
                 let t = self.tail().load(Ordering::Acquire);
                 let used = t.wrapping_sub(h);
                 if used > cap {
@@ -225,7 +234,7 @@ impl RawMpmc {
                         "enqueue position {t} and dequeue position {h} are {used} apart, more than the capacity {cap}"
                     ));
                 }
-                if used == 0 || !stuck.due(h, scan_now) {
+                if used == 0 {
                     break 'retry Claim::Nothing;
                 }
                 if self.claimed_by_live(0..self.producers, h, alive) {

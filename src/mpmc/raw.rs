@@ -54,8 +54,8 @@ pub(crate) enum Claim {
 pub(crate) struct Stuck {
     pub(super) pos: u64,
     pub(super) polls: u32,
-    /// When this side first found `pos` stuck (producers: the redelivery
-    /// grace runs from here).
+    /// When a producer first found `pos` stuck and worth a look (the
+    /// redelivery grace runs from here).
     #[cfg(not(loom))]
     since: Option<std::time::Instant>,
 }
@@ -72,10 +72,6 @@ impl Stuck {
                 self.since = None;
             }
         }
-        #[cfg(not(loom))]
-        if self.since.is_none() {
-            self.since = Some(std::time::Instant::now());
-        }
         self.polls += 1;
         if now || self.polls >= STUCK_POLLS {
             self.polls = 0;
@@ -84,12 +80,16 @@ impl Stuck {
         false
     }
 
-    /// Has the slot at `pos` been stuck for [`REDELIVERY_GRACE`] (since
-    /// this side first saw it so)? Called after `due`.
-    pub(super) fn grace_over(&self, pos: u64) -> bool {
+    /// Has the slot at `pos` been stuck for [`REDELIVERY_GRACE`] since
+    /// this side first asked (after `due` said it is worth a look)?
+    pub(super) fn grace_over(&mut self, pos: u64) -> bool {
         #[cfg(not(loom))]
         {
-            self.pos == pos && self.since.is_some_and(|t| t.elapsed() >= REDELIVERY_GRACE)
+            if self.pos != pos {
+                return false;
+            }
+            let since = *self.since.get_or_insert_with(std::time::Instant::now);
+            since.elapsed() >= REDELIVERY_GRACE
         }
         #[cfg(loom)]
         {

@@ -225,6 +225,10 @@ enum Written {
     Stopped,
 }
 
+/// How long a `recv` stopped by a signal in the middle of a line waits
+/// (each time) for stdout to take the rest of it.
+const FINISH_WAIT: Duration = Duration::from_secs(1);
+
 /// Most lines one `writev` carries (two parts each, under `IOV_MAX`).
 const LINES_PER_WRITE: usize = 512;
 
@@ -312,10 +316,12 @@ impl Output {
         skip: usize,
     ) -> (usize, Result<Written, Error>) {
         let mut storage = [IoSlice::new(&[]); 2 * LINES_PER_WRITE];
+        let mut lens = [0usize; LINES_PER_WRITE];
         let mut used = 0;
         for line in lines.take(LINES_PER_WRITE) {
             storage[used] = IoSlice::new(line);
             storage[used + 1] = IoSlice::new(b"\n");
+            lens[used / 2] = line.len();
             used += 2;
         }
         let mut parts = &mut storage[..used];
@@ -345,10 +351,50 @@ impl Output {
                 },
             }
             if !parts.is_empty() && signals::received().is_some() {
-                return (done(parts), Ok(Written::Stopped));
+                // Stop between two lines: finish one a write left in part.
+                let next = used - parts.len();
+                let started = next % 2 == 1 || parts[0].len() < lens[next / 2];
+                if !started {
+                    return (done(parts), Ok(Written::Stopped));
+                }
+                let rest = if next % 2 == 1 { 1 } else { 2 };
+                let mut line = &mut parts[..rest];
+                let finished = self.finish_line(&mut line);
+                let written = done(parts) + usize::from(finished);
+                return (written, Ok(Written::Stopped));
             }
         }
         (done(parts), Ok(Written::All))
+    }
+
+    /// Writes what is left of a line after a signal, waiting at most
+    /// [`FINISH_WAIT`] at a time for stdout to take more. True when it got
+    /// out whole; otherwise the next `recv` writes it again, after the part
+    /// that got out.
+    fn finish_line(&mut self, line: &mut &mut [IoSlice]) -> bool {
+        let fd = self.file.as_raw_fd();
+        while !line.is_empty() {
+            if !wait_fd(fd, libc::POLLOUT, FINISH_WAIT).unwrap_or(false) {
+                eprintln!(
+                    "shmring: a line cut by the signal could not be finished: stdout accepted nothing for {} s",
+                    FINISH_WAIT.as_secs()
+                );
+                return false;
+            }
+            match self.file.write_vectored(line) {
+                Ok(0) => return false,
+                Ok(n) => IoSlice::advance_slices(line, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        signals::note_broken_pipe();
+                    }
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
