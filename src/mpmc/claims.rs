@@ -8,6 +8,95 @@ use crate::sync::atomic::{Ordering, fence};
 use crate::sync::spin_hint;
 
 impl RawMpmc {
+    /// The fast path of [`claim_for_write`](Self::claim_for_write) for one
+    /// position: the common case only (the slot at `tail` is free for it,
+    /// and our CAS wins), with the same record-then-CAS protocol. `None`
+    /// for anything else (full, a race lost, a skip or any value the
+    /// general path must classify); the caller then runs the general path,
+    /// which reloads everything, so nothing is decided here but "claimed".
+    ///
+    /// Checks kept: the position read from the segment is range-checked
+    /// before it is used (it only selects a slot by masking, so a lie can
+    /// only make us claim a wrong-but-in-bounds slot, as in the general
+    /// path), and the slot must hold exactly `t` (bit 63 clear). It touches
+    /// the lines the textbook queue touches (tail, the slot) plus our own
+    /// claim line; nothing the consumers write except the slot.
+    #[inline]
+    pub(crate) fn claim_one_for_write(&self, me: u32) -> Option<u64> {
+        // Relaxed: only a guess at the position; the slot's sequence number
+        // (acquire, below) orders the payload, the CAS validates the guess.
+        let t = self.tail().load(Ordering::Relaxed);
+        // As `check_position` (without building its message): a position
+        // this high is reported by the general path.
+        if t > POS - 2 * self.capacity {
+            return None;
+        }
+        // Acquire: pairs with the consumer's release that freed the slot,
+        // so its reads of the payload happen-before our writes.
+        if self.seq(t).load(Ordering::Acquire) != t {
+            return None;
+        }
+        // Record before the CAS, exactly as the general path does: a live
+        // producer's claimed slot must be covered by its record from the
+        // moment the tail passes it, or a consumer stuck on it could skip
+        // it under us.
+        self.record(me, t, 1);
+        // SeqCst on success, as in the general path (releases the record,
+        // single order of claims); Relaxed on failure: we clear and let the
+        // general path reload. A strong CAS: a spurious failure would send
+        // us down the slow path for nothing.
+        if self
+            .tail()
+            .compare_exchange(t, t + 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Some(t);
+        }
+        // Lost the race: the record must not outlive the attempt (a stale
+        // record naming a position another producer claimed would keep a
+        // consumer from skipping that slot if its real claimant died).
+        self.clear(me);
+        None
+    }
+
+    /// The fast path of [`claim_for_read`](Self::claim_for_read) for one
+    /// position: the slot at `head` is published (not skipped) and our CAS
+    /// wins. `None` for anything else, including empty: the caller runs
+    /// the general path, which does the stuck-slot bookkeeping and
+    /// classifies every other value.
+    #[inline]
+    pub(crate) fn claim_one_for_read(&self, me: u32) -> Option<u64> {
+        // Relaxed: a guess, validated by the slot and the CAS.
+        let h = self.head().load(Ordering::Relaxed);
+        // As `check_position`: keeps `h + 1` from overflowing.
+        if h > POS - 2 * self.capacity {
+            return None;
+        }
+        // Acquire: pairs with the producer's release publish, so its
+        // payload writes are visible to our read. Exactly `h + 1`: bit 63
+        // (a skip) goes to the general path.
+        if self.seq(h).load(Ordering::Acquire) != h + 1 {
+            return None;
+        }
+        // Record before the CAS, as the general path: a producer must find
+        // a live consumer's claim covering the slot a lap later, or it
+        // could redeliver a message that is being read.
+        self.record(me, h, 1);
+        // SeqCst on success, as for producers; Relaxed on failure (cleared
+        // below, the general path reloads).
+        if self
+            .head()
+            .compare_exchange(h, h + 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Some(h);
+        }
+        // Lost the race to another consumer: drop the record (see
+        // `claim_one_for_write`).
+        self.clear(me);
+        None
+    }
+
     /// Tries to claim up to `want` free slots for producer role `me`.
     /// `scan_now`: check a stuck slot's consumer now, not after
     /// [`STUCK_POLLS`].

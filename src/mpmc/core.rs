@@ -69,6 +69,38 @@ impl Core {
         })
     }
 
+    /// Claims one slot for writing: the fast path (see
+    /// [`RawMpmc::claim_one_for_write`]), else the general one. The same
+    /// outcomes as `claim_write(1, false)`.
+    #[inline]
+    pub(super) fn claim_write_one(&mut self) -> std::result::Result<u64, TryPushError<()>> {
+        // The lost-memory mark first, as `claim_write` does: two relaxed
+        // loads of process-local words.
+        if !self.side.memory_lost()
+            && let Some(pos) = self.ring.claim_one_for_write(self.side.role())
+        {
+            self.side.active();
+            return Ok(pos);
+        }
+        self.claim_write(1, false).map(|(pos, _)| pos)
+    }
+
+    /// Claims one published slot: the fast path (see
+    /// [`RawMpmc::claim_one_for_read`]) when nothing is pending, else the
+    /// general one. The same outcomes as `claim_read(1, false)`.
+    #[inline]
+    pub(super) fn claim_read_one(&mut self) -> std::result::Result<u64, TryPopError> {
+        if self.pending.is_none()
+            && !self.side.memory_lost()
+            && let Some(pos) = self.ring.claim_one_for_read(self.side.role())
+        {
+            self.side.active();
+            return Ok(pos);
+        }
+        self.claim_read(1, false).map(|(pos, _)| pos)
+    }
+
+    #[inline(never)]
     pub(super) fn claim_write(
         &mut self,
         want: u64,
@@ -108,6 +140,7 @@ impl Core {
         };
     }
 
+    #[inline(never)]
     pub(super) fn claim_read(
         &mut self,
         want: u64,
@@ -198,6 +231,7 @@ impl Core {
         outcome.unwrap_or(Err(PopError::Timeout))
     }
 
+    #[inline]
     pub(super) fn publish(&mut self, pos: u64, n: u64, skip: bool) {
         self.ring.publish(self.side.role(), pos, n, skip);
         self.published_end = pos.wrapping_add(n);
@@ -262,6 +296,7 @@ impl Core {
         }
     }
 
+    #[inline]
     pub(super) fn release(&mut self, pos: u64, n: u64) {
         if self.pending.is_some() {
             // The record still covers positions taken over: keep it.

@@ -84,13 +84,23 @@ fn val(ring: &RawMpmc, pos: u64) -> &AtomicU64 {
     unsafe { &*ring.payload(pos).cast::<AtomicU64>() }
 }
 
-/// Producer `me` pushes `values`.
+/// One claim for writing as `Producer::try_push` makes it: the fast path
+/// first, then the general one.
+fn claim_one_for_write(mem: &Mem, ring: &RawMpmc, me: u32, stuck: &mut Stuck) -> Claim {
+    match ring.claim_one_for_write(me) {
+        Some(pos) => Claim::Got(pos, 1),
+        None => ring.claim_for_write(me, 1, stuck, false, &|r| mem.alive(r)),
+    }
+}
+
+/// Producer `me` pushes `values` as `Producer::try_push` does: the fast
+/// path first, then the general one.
 fn produce(mem: &Mem, me: u32, values: &[u64]) {
     let ring = mem.ring();
     let mut stuck = Stuck::default();
     for &v in values {
         loop {
-            match ring.claim_for_write(me, 1, &mut stuck, false, &|r| mem.alive(r)) {
+            match claim_one_for_write(mem, &ring, me, &mut stuck) {
                 Claim::Got(pos, 1) => {
                     val(&ring, pos).store(v, Relaxed);
                     ring.publish(me, pos, 1, false);
@@ -103,14 +113,19 @@ fn produce(mem: &Mem, me: u32, values: &[u64]) {
     }
 }
 
-/// The consumer takes `n` messages (skips excluded).
+/// The consumer takes `n` messages (skips excluded), as
+/// `Consumer::try_pop` does: the fast path first, then the general one.
 fn consume(mem: &Mem, n: usize) -> Vec<u64> {
     let ring = mem.ring();
     let me = PRODUCERS;
     let mut stuck = Stuck::default();
     let mut got = Vec::new();
     while got.len() < n {
-        match ring.claim_for_read(me, 1, &mut stuck, false, &|r| mem.alive(r)) {
+        let claim = match ring.claim_one_for_read(me) {
+            Some(pos) => Claim::Got(pos, 1),
+            None => ring.claim_for_read(me, 1, &mut stuck, false, &|r| mem.alive(r)),
+        };
+        match claim {
             Claim::Got(pos, 1) => {
                 if !ring.is_skip(pos) {
                     got.push(val(&ring, pos).load(Relaxed));
@@ -165,9 +180,7 @@ fn a_slow_live_producer_is_never_skipped() {
         let slow = thread::spawn(move || {
             let ring = m1.ring();
             let mut stuck = Stuck::default();
-            let Claim::Got(pos, 1) =
-                ring.claim_for_write(0, 1, &mut stuck, false, &|r| m1.alive(r))
-            else {
+            let Claim::Got(pos, 1) = claim_one_for_write(&m1, &ring, 0, &mut stuck) else {
                 panic!("empty ring must have space");
             };
             thread::yield_now();
@@ -198,8 +211,7 @@ fn a_dead_producers_claim_is_skipped_and_traffic_continues() {
         let dying = thread::spawn(move || {
             let ring = m1.ring();
             let mut stuck = Stuck::default();
-            if let Claim::Got(..) = ring.claim_for_write(0, 1, &mut stuck, false, &|r| m1.alive(r))
-            {
+            if let Claim::Got(..) = claim_one_for_write(&m1, &ring, 0, &mut stuck) {
                 m1.alive[0].store(false, std::sync::atomic::Ordering::SeqCst);
             }
         });

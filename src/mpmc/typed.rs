@@ -72,8 +72,8 @@ impl<T: Pod> Producer<T> {
     /// Pushes one message, or gives it back if the ring is full.
     #[inline]
     pub fn try_push(&mut self, value: T) -> std::result::Result<(), TryPushError<T>> {
-        match self.core.claim_write(1, false) {
-            Ok((pos, _)) => {
+        match self.core.claim_write_one() {
+            Ok(pos) => {
                 self.write(pos, value);
                 self.core.publish(pos, 1, false);
                 Ok(())
@@ -294,14 +294,29 @@ impl<T: Pod> Consumer<T> {
         got
     }
 
+    /// Copies out the claimed message `pos` unless it is a skip, and
+    /// releases it.
+    #[inline]
+    fn take_one(&mut self, pos: u64) -> Option<T> {
+        let value = if self.core.ring.is_skip(pos) {
+            None
+        } else {
+            // SAFETY: position pos is claimed by us and published (checked
+            // by the claim); in bounds and aligned for T; T is Pod, so any
+            // bytes are a valid T. Copied out before the release below.
+            Some(unsafe { self.core.ring.payload(pos).cast::<T>().read() })
+        };
+        self.core.release(pos, 1);
+        value
+    }
+
     /// Takes one message.
     #[inline]
     pub fn try_pop(&mut self) -> std::result::Result<T, TryPopError> {
         loop {
-            let (pos, _) = self.core.claim_read(1, false)?;
-            let mut out = [T::zeroed()];
-            if self.take(pos, 1, &mut out) == 1 {
-                return Ok(out[0]);
+            let pos = self.core.claim_read_one()?;
+            if let Some(value) = self.take_one(pos) {
+                return Ok(value);
             }
         }
     }
