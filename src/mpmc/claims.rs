@@ -2,7 +2,7 @@
 //! producer's slot is skipped, a dead consumer's message redelivered (see
 //! the module docs of `mpmc`).
 
-use super::raw::{Claim, RawMpmc, Stuck};
+use super::raw::{Claim, FastRead, RawMpmc, Stuck};
 use super::{MAX_RETRIES, POS, SKIP};
 use crate::sync::atomic::{Ordering, fence};
 use crate::sync::spin_hint;
@@ -61,22 +61,30 @@ impl RawMpmc {
 
     /// The fast path of [`claim_for_read`](Self::claim_for_read) for one
     /// position: the slot at `head` is published (not skipped) and our CAS
-    /// wins. `None` for anything else, including empty: the caller runs
-    /// the general path, which does the stuck-slot bookkeeping and
-    /// classifies every other value.
+    /// wins. [`FastRead::Unpublished`] when the slot at `head` still waits
+    /// for its producer (the general path would find the same and do only
+    /// its stuck-slot bookkeeping); [`FastRead::Other`] for anything else:
+    /// the caller runs the general path, which classifies every value.
     #[inline]
-    pub(crate) fn claim_one_for_read(&self, me: u32) -> Option<u64> {
+    pub(crate) fn claim_one_for_read(&self, me: u32) -> FastRead {
         // Relaxed: a guess, validated by the slot and the CAS.
         let h = self.head().load(Ordering::Relaxed);
         // As `check_position`: keeps `h + 1` from overflowing.
         if h > POS - 2 * self.capacity {
-            return None;
+            return FastRead::Other;
         }
         // Acquire: pairs with the producer's release publish, so its
         // payload writes are visible to our read. Exactly `h + 1`: bit 63
         // (a skip) goes to the general path.
-        if self.seq(h).load(Ordering::Acquire) != h + 1 {
-            return None;
+        let s = self.seq(h).load(Ordering::Acquire);
+        if s != h + 1 {
+            // Exactly `h`: free for the producer of `h` (claimed or not),
+            // the general path's "not published" case with a legal value.
+            return if s == h {
+                FastRead::Unpublished(h)
+            } else {
+                FastRead::Other
+            };
         }
         // Record before the CAS, as the general path: a producer must find
         // a live consumer's claim covering the slot a lap later, or it
@@ -89,12 +97,12 @@ impl RawMpmc {
             .compare_exchange(h, h + 1, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
         {
-            return Some(h);
+            return FastRead::Got(h);
         }
         // Lost the race to another consumer: drop the record (see
         // `claim_one_for_write`).
         self.clear(me);
-        None
+        FastRead::Other
     }
 
     /// Tries to claim up to `want` free slots for producer role `me`.

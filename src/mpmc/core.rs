@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{Claim, RawMpmc, Stuck};
+use super::raw::{Claim, FastRead, RawMpmc, Stuck};
 use crate::error::{Error, Result};
 use crate::ring::builder::Settings;
 use crate::ring::role::{Side, memory_lost};
@@ -74,15 +74,40 @@ impl Core {
     /// outcomes as `claim_write(1, false)`.
     #[inline]
     pub(super) fn claim_write_one(&mut self) -> std::result::Result<u64, TryPushError<()>> {
-        // The lost-memory mark first, as `claim_write` does: two relaxed
-        // loads of process-local words.
-        if !self.side.memory_lost()
-            && let Some(pos) = self.ring.claim_one_for_write(self.side.role())
-        {
-            self.side.active();
+        if let Some(pos) = self.fast_write_one() {
             return Ok(pos);
         }
         self.claim_write(1, false).map(|(pos, _)| pos)
+    }
+
+    /// The fast path alone: one slot claimed, or `None` (the caller runs
+    /// the general path, which decides everything else).
+    #[inline]
+    fn fast_write_one(&mut self) -> Option<u64> {
+        // The lost-memory mark first, as `claim_write` does: two relaxed
+        // loads of process-local words.
+        if self.side.memory_lost() {
+            return None;
+        }
+        let pos = self.ring.claim_one_for_write(self.side.role())?;
+        self.side.active();
+        Some(pos)
+    }
+
+    /// As [`fast_write_one`](Self::fast_write_one), for reading: only
+    /// while nothing taken over or put back is pending (those go first).
+    #[inline]
+    fn fast_read_one(&mut self) -> Option<u64> {
+        if self.pending.is_some() || self.side.memory_lost() {
+            return None;
+        }
+        match self.ring.claim_one_for_read(self.side.role()) {
+            FastRead::Got(pos) => {
+                self.side.active();
+                Some(pos)
+            }
+            FastRead::Unpublished(_) | FastRead::Other => None,
+        }
     }
 
     /// Claims one published slot: the fast path (see
@@ -90,14 +115,37 @@ impl Core {
     /// general one. The same outcomes as `claim_read(1, false)`.
     #[inline]
     pub(super) fn claim_read_one(&mut self) -> std::result::Result<u64, TryPopError> {
-        if self.pending.is_none()
-            && !self.side.memory_lost()
-            && let Some(pos) = self.ring.claim_one_for_read(self.side.role())
-        {
-            self.side.active();
-            return Ok(pos);
+        if self.pending.is_some() || self.side.memory_lost() {
+            return self.claim_read(1, false).map(|(pos, _)| pos);
         }
-        self.claim_read(1, false).map(|(pos, _)| pos)
+        match self.ring.claim_one_for_read(self.side.role()) {
+            FastRead::Got(pos) => {
+                self.side.active();
+                Ok(pos)
+            }
+            // What the general path does on this value, without reloading
+            // the lines: count the poll stuck at `h`; once due, the general
+            // path checks the producers now.
+            FastRead::Unpublished(h) => {
+                if self.stuck.due(h, false) {
+                    self.claim_read(1, true).map(|(pos, _)| pos)
+                } else {
+                    self.nothing_to_read()
+                }
+            }
+            FastRead::Other => self.claim_read(1, false).map(|(pos, _)| pos),
+        }
+    }
+
+    /// A poll that found nothing to claim: `Empty`, or what the peers'
+    /// absence or the loss of the memory make of it (as `claim_read` does
+    /// on `Claim::Nothing`).
+    #[inline(never)]
+    fn nothing_to_read(&mut self) -> std::result::Result<u64, TryPopError> {
+        let Core {
+            ring, side, stuck, ..
+        } = self;
+        nothing_read(ring, side, stuck, 1).map(|(pos, _)| pos)
     }
 
     #[inline(never)]
@@ -158,7 +206,23 @@ impl Core {
     }
 
     /// Claims up to `want` slots for writing, waiting while full.
+    #[inline]
     pub(super) fn claim_write_blocking(
+        &mut self,
+        want: u64,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(u64, u64), PushError<()>> {
+        if want == 1
+            && let Some(pos) = self.fast_write_one()
+        {
+            return Ok((pos, 1));
+        }
+        self.claim_write_waiting(want, timeout)
+    }
+
+    /// The general path of `claim_write_blocking`.
+    #[inline(never)]
+    fn claim_write_waiting(
         &mut self,
         want: u64,
         timeout: Option<Duration>,
@@ -199,7 +263,23 @@ impl Core {
     }
 
     /// Claims up to `want` published slots, waiting while empty.
+    #[inline]
     pub(super) fn claim_read_blocking(
+        &mut self,
+        want: u64,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(u64, u64), PopError> {
+        if want == 1
+            && let Some(pos) = self.fast_read_one()
+        {
+            return Ok((pos, 1));
+        }
+        self.claim_read_waiting(want, timeout)
+    }
+
+    /// The general path of `claim_read_blocking`.
+    #[inline(never)]
+    fn claim_read_waiting(
         &mut self,
         want: u64,
         timeout: Option<Duration>,
@@ -432,11 +512,26 @@ fn claim_read(
             Ok((pos, n))
         }
         Claim::Corrupted(w) => Err(TryPopError::Corrupted(lost_or(side, w))),
-        Claim::Nothing if side.peer_gone() => last_read(ring, side, stuck, want),
-        // The idle poll may have found the file truncated.
-        Claim::Nothing if side.memory_lost() => Err(TryPopError::Corrupted(memory_lost())),
-        Claim::Nothing => Err(TryPopError::Empty),
+        Claim::Nothing => nothing_read(ring, side, stuck, want),
     }
+}
+
+/// A consumer's poll found nothing: `Empty`, unless every producer is gone
+/// (then one last look) or the memory was lost.
+fn nothing_read(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    want: u64,
+) -> std::result::Result<(u64, u64), TryPopError> {
+    if side.peer_gone() {
+        return last_read(ring, side, stuck, want);
+    }
+    // The idle poll may have found the file truncated.
+    if side.memory_lost() {
+        return Err(TryPopError::Corrupted(memory_lost()));
+    }
+    Err(TryPopError::Empty)
 }
 
 /// Every producer is gone: one more look, checking a stuck slot's claimant

@@ -3,7 +3,7 @@
 //! Payloads are relaxed atomics, so a missing ordering shows up as a
 //! stale or wrong message.
 
-use super::raw::{Claim, RawMpmc, Stuck};
+use super::raw::{Claim, FastRead, RawMpmc, Stuck};
 use super::*;
 use crate::layout::{ClaimLine, MpmcControl};
 use crate::sync::atomic::AtomicU64;
@@ -122,8 +122,14 @@ fn consume(mem: &Mem, n: usize) -> Vec<u64> {
     let mut got = Vec::new();
     while got.len() < n {
         let claim = match ring.claim_one_for_read(me) {
-            Some(pos) => Claim::Got(pos, 1),
-            None => ring.claim_for_read(me, 1, &mut stuck, false, &|r| mem.alive(r)),
+            FastRead::Got(pos) => Claim::Got(pos, 1),
+            // As `Core::claim_read_one`: count the stuck poll; once due
+            // (at once under loom), the general path checks the producers.
+            FastRead::Unpublished(h) if !stuck.due(h, false) => Claim::Nothing,
+            FastRead::Unpublished(_) => {
+                ring.claim_for_read(me, 1, &mut stuck, true, &|r| mem.alive(r))
+            }
+            FastRead::Other => ring.claim_for_read(me, 1, &mut stuck, false, &|r| mem.alive(r)),
         };
         match claim {
             Claim::Got(pos, 1) => {

@@ -48,6 +48,20 @@ pub(crate) enum Claim {
     Corrupted(String),
 }
 
+/// What the consumers' fast path found (see
+/// [`RawMpmc::claim_one_for_read`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FastRead {
+    /// Position `pos` is ours (recorded and claimed).
+    Got(u64),
+    /// The slot at dequeue position `pos` is not published yet (its
+    /// sequence number is exactly `pos`): empty, or a producer between
+    /// claim and publish.
+    Unpublished(u64),
+    /// Anything else: the general path decides.
+    Other,
+}
+
 /// A side's memory of the slot it found stuck, so that it checks the
 /// claimants only after the slot stayed stuck for a while.
 #[derive(Default)]
@@ -63,6 +77,7 @@ pub(crate) struct Stuck {
 impl Stuck {
     /// Counts one more poll stuck at `pos`; true when the claimants should
     /// be checked now.
+    #[inline]
     pub(super) fn due(&mut self, pos: u64, now: bool) -> bool {
         if self.pos != pos {
             self.pos = pos;
@@ -219,6 +234,7 @@ impl RawMpmc {
     }
 
     /// The claim line of role `role` (`None` past the last role).
+    #[inline]
     pub(super) fn claim_line(&self, role: u32) -> Option<&ClaimLine> {
         if role >= self.producers + self.consumers {
             return None;

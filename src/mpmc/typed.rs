@@ -129,7 +129,7 @@ impl<T: Pod> Producer<T> {
     /// which consumers never see). Consumers wait for a claimed slot, so do
     /// not hold one for long.
     pub fn write_chunk(&mut self) -> std::result::Result<WriteChunk<'_, T>, TryPushError<()>> {
-        let (pos, _) = self.core.claim_write(1, false)?;
+        let pos = self.core.claim_write_one()?;
         Ok(WriteChunk {
             producer: self,
             pos,
@@ -333,9 +333,8 @@ impl<T: Pod> Consumer<T> {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let (pos, _) = self.core.claim_read_blocking(1, left)?;
-            let mut out = [T::zeroed()];
-            if self.take(pos, 1, &mut out) == 1 {
-                return Ok(out[0]);
+            if let Some(value) = self.take_one(pos) {
+                return Ok(value);
             }
         }
     }
@@ -356,7 +355,7 @@ impl<T: Pod> Consumer<T> {
     /// module docs), so processing in place gives at-least-once delivery.
     pub fn read_chunk(&mut self) -> std::result::Result<ReadChunk<'_, T>, TryPopError> {
         loop {
-            let (pos, _) = self.core.claim_read(1, false)?;
+            let pos = self.core.claim_read_one()?;
             if self.core.ring.is_skip(pos) {
                 self.core.release(pos, 1);
                 continue;
