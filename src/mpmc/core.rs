@@ -422,22 +422,25 @@ const ADOPT_WAIT: Duration = Duration::from_secs(1);
 /// (a system call) and fence before reading the producers' records: so
 /// either that producer sees this role alive with the record covering
 /// `prev` and backs off, or we see its record and wait until it is done,
-/// after which the slot shows which of us has the message.
+/// after which the slot shows which of us has the message (checked again
+/// when the message is handed out). Model-checked in
+/// `loom_models::a_dead_consumers_message_is_delivered_once_by_the_new_holder_or_a_producer`.
 fn adopt(ring: &RawMpmc, me: u32, alive: &dyn Fn(u32) -> bool) -> Option<(u64, u64)> {
     let (pos, n) = ring.recorded_claim(me)?;
     fence(Ordering::SeqCst);
-    let cap = ring.capacity;
     let started = std::time::Instant::now();
     loop {
-        let contested = (pos..pos + n)
-            .any(|p| ring.held(p) && ring.claimed_by_live(0..ring.producers, p + cap, alive));
-        if !contested {
+        if !ring.takeover_contested(pos, n, alive) {
             return Some((pos, n));
         }
         if started.elapsed() >= ADOPT_WAIT {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Look again soon: a producer retrying on a full ring sets its
+        // record on every try and clears it in between; one look that
+        // finds it clear is enough (a try that starts after our lock
+        // backs off).
+        std::thread::yield_now();
     }
 }
 

@@ -230,3 +230,91 @@ fn a_dead_producers_claim_is_skipped_and_traffic_continues() {
         assert!(skipped <= 1);
     });
 }
+
+/// Producer 0 tries (at most 3 times) to push 3; true if it did.
+fn try_push_3(mem: &Mem) -> bool {
+    let ring = mem.ring();
+    let mut stuck = Stuck::default();
+    for _ in 0..3 {
+        match claim_one_for_write(mem, &ring, 0, &mut stuck) {
+            Claim::Got(pos, 1) => {
+                val(&ring, pos).store(3, Relaxed);
+                ring.publish(0, pos, 1, false);
+                return true;
+            }
+            Claim::Nothing => thread::yield_now(),
+            other => panic!("{other:?}"),
+        }
+    }
+    false
+}
+
+/// A consumer died holding message 1 (claimed, not released) with the ring
+/// full behind it. A producer that wants space races a consumer taking the
+/// dead role over: the producer may re-publish 1 (after announcing it in
+/// its record, then checking the role's lock), the new holder may deliver
+/// it (after taking the lock, then checking the producers' records). In
+/// every interleaving message 1 comes out exactly once.
+#[test]
+fn a_dead_consumers_message_is_delivered_once_by_the_new_holder_or_a_producer() {
+    model(|| {
+        let mem = Arc::new(Mem::new(2));
+        let consumer = PRODUCERS;
+        {
+            let ring = mem.ring();
+            produce(&mem, 0, &[1]);
+            let FastRead::Got(0) = ring.claim_one_for_read(consumer) else {
+                panic!("message 1 must be claimable");
+            };
+            // The holder dies: its lock is released, its record stays.
+            mem.alive[consumer as usize].store(false, std::sync::atomic::Ordering::SeqCst);
+            produce(&mem, 0, &[2]);
+        }
+        let m1 = mem.clone();
+        let producer = thread::spawn(move || try_push_3(&m1));
+        // The new holder: takes the lock (a system call: SeqCst), fences,
+        // then takes over unless a producer announces a re-publication.
+        mem.alive[consumer as usize].store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let ring = mem.ring();
+        let alive = |r: u32| mem.alive(r);
+        let (pos, n) = ring
+            .recorded_claim(consumer)
+            .expect("the dead holder's record");
+        let mut adopted = false;
+        for _ in 0..3 {
+            if !ring.takeover_contested(pos, n, &alive) {
+                adopted = true;
+                break;
+            }
+            thread::yield_now();
+        }
+        let mut got = Vec::new();
+        if adopted && ring.held(pos) {
+            got.push(val(&ring, pos).load(Relaxed));
+            ring.release(consumer, pos, 1);
+        } else {
+            ring.clear(consumer);
+        }
+        // A producer keeps trying while the ring is full: once the holder
+        // gave up (cleared the record), the next try re-publishes 1.
+        let pushed = producer.join().unwrap() || try_push_3(&mem);
+        let mut stuck = Stuck::default();
+        for _ in 0..4 {
+            match ring.claim_for_read(consumer, 1, &mut stuck, true, &alive) {
+                Claim::Got(p, 1) => {
+                    if !ring.is_skip(p) {
+                        got.push(val(&ring, p).load(Relaxed));
+                    }
+                    ring.release(consumer, p, 1);
+                }
+                Claim::Nothing => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        let count = |v: u64| got.iter().filter(|&&g| g == v).count();
+        assert_eq!(count(1), 1, "message 1: {got:?}");
+        assert_eq!(count(2), 1, "message 2: {got:?}");
+        assert_eq!(got.contains(&3), pushed, "message 3: {got:?}");
+    });
+}

@@ -386,6 +386,16 @@ impl RawMpmc {
         valid.then_some((pos, len))
     }
 
+    /// Is a take-over of the claimed positions `pos .. pos + n` contested:
+    /// does one of them still hold its claimed message while a live
+    /// producer's record announces re-publishing it (at `p + capacity`)?
+    /// See `Core::adopt`.
+    pub(super) fn takeover_contested(&self, pos: u64, n: u64, alive: &dyn Fn(u32) -> bool) -> bool {
+        (pos..pos + n).any(|p| {
+            self.held(p) && self.claimed_by_live(0..self.producers, p + self.capacity, alive)
+        })
+    }
+
     /// Role `me`'s receipt, if `me` is a role.
     pub(crate) fn receipt(&self, me: u32) -> Option<&crate::layout::Receipt> {
         self.claim_line(me).map(|line| &line.receipt)
