@@ -397,12 +397,9 @@ impl ReadFrames<'_> {
     }
 
     fn frame(&self, span: Span) -> &[u8] {
-        // SAFETY: `parse_header` checked that the frame's `len` payload
-        // bytes lie inside the byte area (offset + size <= capacity) and
-        // inside the range the producer published (acquired by the
-        // cursor); the producer does not write them until they are
-        // released, which needs `self` (by value, or its drop), so they
-        // stay put while this borrow of `self` lives.
+        // The payload lies in the byte area and the published range
+        // (`parse_header`); release needs `self` by value or its drop.
+        // SAFETY: in bounds, published, and unwritten while `self` is borrowed.
         unsafe { std::slice::from_raw_parts(self.consumer.ring.slot(span.payload), span.len) }
     }
 }

@@ -198,10 +198,9 @@ impl RawMpmc {
 
     #[inline]
     pub(super) fn enqueue_line(&self) -> &EnqueueLine {
-        // SAFETY: `control` points at MPMC_CONTROL_SIZE bytes inside the
-        // mapping, 128-byte aligned (checked in `new`; in loom models the
-        // caller of `from_parts` guarantees it). The line holds only
-        // atomics, so a shared reference is sound while peers write it.
+        // `new` checked MPMC_CONTROL_SIZE bytes inside the mapping, 128-byte
+        // aligned (in loom models, the caller of `from_parts` guarantees it).
+        // SAFETY: in bounds and aligned; atomics only, so peers may write it.
         unsafe { &*std::ptr::addr_of!((*self.control).enqueue) }
     }
 
@@ -263,10 +262,9 @@ impl RawMpmc {
     #[inline]
     pub(super) fn seq(&self, pos: u64) -> &AtomicU64 {
         let index = (pos & (self.capacity - 1)) as usize;
-        // SAFETY: index < capacity and the data area holds capacity *
-        // stride bytes; each slot starts with its 8-aligned sequence number
-        // (stride and the data area's start are multiples of 8): all checked
-        // in `new`.
+        // `new` checked: capacity * stride bytes of data; stride and start
+        // multiples of 8; each slot starts with its sequence number.
+        // SAFETY: index < capacity, so in bounds and 8-aligned.
         unsafe { &*self.data.add(index * self.stride).cast::<AtomicU64>() }
     }
 

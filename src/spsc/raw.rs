@@ -90,10 +90,9 @@ impl RawRing {
 
     #[inline]
     fn producer_line(&self) -> &ProducerLine {
-        // SAFETY: `control` points at SPSC_CONTROL_SIZE bytes inside the
-        // mapping, 128-byte aligned (checked in `new`; in loom models, the
-        // caller of `from_parts` guarantees it). The line holds only atomics,
-        // so a shared reference to it is sound while peers write it.
+        // `new` checked SPSC_CONTROL_SIZE bytes inside the mapping, 128-byte
+        // aligned (in loom models, the caller of `from_parts` guarantees it).
+        // SAFETY: in bounds and aligned; atomics only, so peers may write it.
         unsafe { &*std::ptr::addr_of!((*self.control).producer) }
     }
 
@@ -176,11 +175,9 @@ impl RawRing {
     #[inline]
     pub(crate) fn word(&self, pos: u64) -> &AtomicU64 {
         let offset = (pos & (self.capacity - 1) & !7) as usize;
-        // SAFETY: offset + 8 <= capacity bytes of the data area (frame
-        // capacities are powers of two of at least 64, enforced by
-        // `Layout::with_roles`, the only way to build a layout; capacity *
-        // stride <= data area checked in `new`); the data area is 8-aligned
-        // (checked in `new`), so the word is aligned.
+        // Frame capacities are powers of two >= 64 (`Layout::with_roles`);
+        // `new` checked capacity * stride <= the 8-aligned data area.
+        // SAFETY: offset + 8 <= capacity, so in bounds and 8-aligned.
         unsafe { &*self.data.add(offset).cast::<AtomicU64>() }
     }
 

@@ -408,10 +408,9 @@ fn map_zero_pages(start: usize, len: usize) -> bool {
     const MMAP: libc::c_long = libc::SYS_mmap;
     #[cfg(not(target_pointer_width = "64"))]
     const MMAP: libc::c_long = libc::SYS_mmap2;
-    // SAFETY: module docs, point 2: [start, start + len) is a live ring
-    // mapping of this process that nothing else will unmap meanwhile, so
-    // replacing it affects only that ring (point 4). The call is a raw
-    // system call with integer arguments: async-signal-safe (point 1).
+    // Module docs, points 1, 2 and 4.
+    // SAFETY: [start, start + len) is a live ring mapping nothing else unmaps
+    // meanwhile; a raw system call with integer arguments is signal-safe.
     let rc = unsafe {
         libc::syscall(
             MMAP,
