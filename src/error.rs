@@ -219,6 +219,29 @@ pub enum Error {
     #[error("the ring is empty; try again later, or pop with a timeout")]
     Empty,
 
+    /// A broadcast subscriber was lapped by the publisher of an `overwrite`
+    /// ring (a `broadcast::TryPopError::Lagged` turned into an `Error` by
+    /// `?`); the next pop continues at the oldest message still intact.
+    #[error(
+        "this subscriber missed {missed} messages: the publisher overwrote them before they were read; the next pop continues at the oldest message still intact"
+    )]
+    Lagged {
+        /// Messages lost to this subscriber.
+        missed: u64,
+    },
+
+    /// A broadcast subscriber was evicted by the publisher of a `block`
+    /// ring for keeping it waiting too long (a
+    /// `broadcast::TryPopError::Evicted` turned into an `Error` by `?`);
+    /// it has rejoined at the newest message.
+    #[error(
+        "this subscriber was evicted for keeping the publisher waiting and missed {missed} messages; it continues at the newest message (create the ring with a longer eviction delay, or none, to wait longer)"
+    )]
+    Evicted {
+        /// Messages lost to this subscriber.
+        missed: u64,
+    },
+
     /// A creation parameter is out of range.
     #[error("invalid configuration: {what}")]
     InvalidConfig {

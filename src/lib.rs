@@ -32,6 +32,7 @@
 //! | [`spsc`] | one [`spsc::Producer<T>`], one [`spsc::Consumer<T>`] | typed messages, in order |
 //! | [`frames`] | one [`frames::Producer`], one [`frames::Consumer`] | byte frames of any length up to half the ring |
 //! | [`mpmc`] | up to N [`mpmc::Producer<T>`] and M [`mpmc::Consumer<T>`] | typed messages, each to exactly one consumer |
+//! | [`broadcast`] | one [`broadcast::Publisher<T>`], up to N [`broadcast::Subscriber<T>`] | typed (or byte) messages, each to every subscriber, with sequence numbers |
 //!
 //! Every kind speaks the same vocabulary: `try_push`/`try_pop` never wait,
 //! `push`/`pop` wait (with `_timeout` variants), `write_chunk`/`read_chunk`
@@ -72,6 +73,7 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod broadcast;
 pub mod error;
 pub mod frames;
 mod layout;

@@ -12,7 +12,7 @@ use crate::segment::{self, RingSpec};
 pub fn initializer(kind: Kind) -> fn(&segment::Segment) -> crate::Result<()> {
     match kind {
         Kind::Mpmc => crate::mpmc::initialize,
-        Kind::Spsc | Kind::Frames => segment::zeroed,
+        Kind::Spsc | Kind::Frames | Kind::Broadcast => segment::zeroed,
     }
 }
 

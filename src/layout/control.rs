@@ -164,6 +164,87 @@ pub struct MpmcControl {
     pub(crate) stats: Stats,
 }
 
+/// Broadcast publisher line: written only by the publisher (and by
+/// sleepers registering in `data_waiters`). Subscribers read it only to
+/// join, to recover from a lap, and to tell that they are drained: they
+/// poll the message's own slot, not this line.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct PublisherLine {
+    /// Sequence number of the next message: messages `0..tail` were
+    /// published (release store after each one's slot).
+    pub(crate) tail: ring_atomic::AtomicU64,
+    /// `block` rings: no message numbered `floor` or later is overwritten
+    /// before the publisher next reads the subscribers' positions; a
+    /// joining subscriber never starts before it (see `broadcast::raw`).
+    pub(crate) floor: ring_atomic::AtomicU64,
+    /// Sleepers waiting for data.
+    pub(crate) data_waiters: ring_atomic::AtomicU32,
+}
+
+/// Broadcast space line: read (one load, a shared line) by each subscriber
+/// of a `block` ring after each read; written only when the publisher
+/// sleeps or evicts someone.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct SpaceLine {
+    /// Sleepers waiting for space (the publisher).
+    pub(crate) space_waiters: ring_atomic::AtomicU32,
+    /// Zero; reserved.
+    pub(crate) reserved: ring_atomic::AtomicU32,
+    /// Subscribers evicted so far (for `stat`).
+    pub(crate) evictions: ring_atomic::AtomicU64,
+}
+
+/// One broadcast role's line (after the [`BroadcastControl`] lines, one per
+/// role, the publisher's first and unused). Written by the role's holder,
+/// except `evicted`, which only the publisher writes.
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct SubscriberLine {
+    /// Sequence number of the next message this subscriber reads (release
+    /// after each read; SeqCst while joining).
+    pub(crate) pos: ring_atomic::AtomicU64,
+    /// Bumped by the holder each time it joins (attach, or rejoin after an
+    /// eviction), so an eviction names the join it applies to.
+    pub(crate) epoch: ring_atomic::AtomicU64,
+    /// The epoch the publisher evicted (0: none); the subscriber is skipped
+    /// while this equals `epoch`.
+    pub(crate) evicted: ring_atomic::AtomicU64,
+    /// Messages this role's holders missed (lapped or evicted), for `stat`.
+    pub(crate) missed: ring_atomic::AtomicU64,
+    /// Times this role's holders were evicted, for `stat`.
+    pub(crate) evictions: ring_atomic::AtomicU64,
+}
+
+/// The fixed part of a broadcast ring's control area; the subscriber lines
+/// follow.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BroadcastControl {
+    /// Line 0.
+    pub(crate) publisher: PublisherLine,
+    /// Line 1.
+    pub(crate) space: SpaceLine,
+    /// Lines 2 and 3: sleepers waiting for data, then for space.
+    pub(crate) waits: [WaitLine; 2],
+}
+
+/// Bytes of [`BroadcastControl`].
+pub const BROADCAST_CONTROL_SIZE: usize = 4 * LINE;
+/// Offsets in a [`SubscriberLine`], for readers that `pread` them.
+pub const SUB_POS_WORD: usize = 0;
+/// See [`SUB_POS_WORD`].
+pub const SUB_EPOCH_WORD: usize = 8;
+/// See [`SUB_POS_WORD`].
+pub const SUB_EVICTED_WORD: usize = 16;
+/// See [`SUB_POS_WORD`].
+pub const SUB_MISSED_WORD: usize = 24;
+/// See [`SUB_POS_WORD`].
+pub const SUB_EVICTIONS_WORD: usize = 32;
+/// Offset of `floor` in a [`PublisherLine`].
+pub const FLOOR_WORD: usize = 8;
+
 /// Control line of the producer (SPSC) or enqueue (MPMC) index.
 pub const PRODUCER_LINE: usize = 0;
 /// Control line of the consumer (SPSC) or dequeue (MPMC) index.
@@ -275,6 +356,23 @@ const _: () = {
     assert!(offset_of!(MpmcControl, dequeue) == CONSUMER_LINE * LINE);
     assert!(offset_of!(MpmcControl, waits) == WAIT_LINES * LINE);
     assert!(offset_of!(MpmcControl, stats) == MPMC_STATS_LINE * LINE);
+    assert!(size_of::<PublisherLine>() == LINE && align_of::<PublisherLine>() == LINE);
+    assert!(offset_of!(PublisherLine, tail) == INDEX_WORD);
+    assert!(offset_of!(PublisherLine, floor) == FLOOR_WORD);
+    assert!(offset_of!(PublisherLine, data_waiters) == WAITERS_WORD);
+    assert!(size_of::<SpaceLine>() == LINE && align_of::<SpaceLine>() == LINE);
+    assert!(offset_of!(SpaceLine, space_waiters) == 0);
+    assert!(offset_of!(SpaceLine, evictions) == 8);
+    assert!(size_of::<SubscriberLine>() == LINE && align_of::<SubscriberLine>() == LINE);
+    assert!(offset_of!(SubscriberLine, pos) == SUB_POS_WORD);
+    assert!(offset_of!(SubscriberLine, epoch) == SUB_EPOCH_WORD);
+    assert!(offset_of!(SubscriberLine, evicted) == SUB_EVICTED_WORD);
+    assert!(offset_of!(SubscriberLine, missed) == SUB_MISSED_WORD);
+    assert!(offset_of!(SubscriberLine, evictions) == SUB_EVICTIONS_WORD);
+    assert!(size_of::<BroadcastControl>() == BROADCAST_CONTROL_SIZE);
+    assert!(offset_of!(BroadcastControl, publisher) == PRODUCER_LINE * LINE);
+    assert!(offset_of!(BroadcastControl, space) == CONSUMER_LINE * LINE);
+    assert!(offset_of!(BroadcastControl, waits) == WAIT_LINES * LINE);
 };
 
 /// Zeroed control lines on the heap, for loom models.
@@ -341,6 +439,36 @@ mod model_support {
                     skipped: AtomicU64::new(0),
                     redelivered: AtomicU64::new(0),
                 },
+            }
+        }
+    }
+
+    impl BroadcastControl {
+        pub(crate) fn new_for_model() -> BroadcastControl {
+            BroadcastControl {
+                publisher: PublisherLine {
+                    tail: AtomicU64::new(0),
+                    floor: AtomicU64::new(0),
+                    data_waiters: AtomicU32::new(0),
+                },
+                space: SpaceLine {
+                    space_waiters: AtomicU32::new(0),
+                    reserved: AtomicU32::new(0),
+                    evictions: AtomicU64::new(0),
+                },
+                waits: [WaitLine::new_for_model(), WaitLine::new_for_model()],
+            }
+        }
+    }
+
+    impl SubscriberLine {
+        pub(crate) fn new_for_model() -> SubscriberLine {
+            SubscriberLine {
+                pos: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
+                evicted: AtomicU64::new(0),
+                missed: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
             }
         }
     }

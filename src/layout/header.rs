@@ -159,9 +159,25 @@ pub struct Descriptor {
     /// layout 1.2. Informative: [`type_id`](Self::type_id) already covers
     /// the name, and readers never rely on it.
     pub type_name: [u8; TYPE_NAME_LEN],
+    /// Broadcast rings (layout 1.4; zero elsewhere): what the publisher does
+    /// when the slowest subscriber is a whole ring behind:
+    /// [`OVERFLOW_BLOCK`] or [`OVERFLOW_OVERWRITE`].
+    pub overflow: u32,
     /// Zero; room for minor-version additions.
-    pub reserved: [u64; 8],
+    pub reserved_u32: u32,
+    /// Broadcast rings in `block` mode: microseconds a live subscriber may
+    /// keep the publisher waiting before it is evicted; 0: never.
+    pub evict_after_us: u64,
+    /// Zero; room for minor-version additions.
+    pub reserved: [u64; 6],
 }
+
+/// [`Descriptor::overflow`]: the publisher waits for the slowest live
+/// subscriber (lossless).
+pub const OVERFLOW_BLOCK: u32 = 0;
+/// [`Descriptor::overflow`]: the publisher never waits; lapped subscribers
+/// are told how many messages they missed.
+pub const OVERFLOW_OVERWRITE: u32 = 1;
 
 impl Descriptor {
     /// The recorded message type name, if any, with anything but printable
@@ -211,7 +227,10 @@ const _: () = {
     assert!(offset_of!(Descriptor, backing) == 120);
     assert!(offset_of!(Descriptor, page_size_kib) == 124);
     assert!(offset_of!(Descriptor, type_name) == 128);
-    assert!(offset_of!(Descriptor, reserved) == 192);
+    assert!(offset_of!(Descriptor, overflow) == 192);
+    assert!(offset_of!(Descriptor, reserved_u32) == 196);
+    assert!(offset_of!(Descriptor, evict_after_us) == 200);
+    assert!(offset_of!(Descriptor, reserved) == 208);
 };
 
 /// The live line of the header: atomics only.

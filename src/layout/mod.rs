@@ -5,7 +5,8 @@
 //! The segment is, in order: the header (below), the role records
 //! ([`RoleRecord`]), the per-kind control lines ([`SpscControl`] for SPSC and
 //! frame rings; [`MpmcControl`] then one [`ClaimLine`] per role for MPMC
-//! rings), then the data area.
+//! rings; [`BroadcastControl`] then one [`SubscriberLine`] per role for
+//! broadcast rings), then the data area.
 //!
 //! # The header
 //!
@@ -48,4 +49,7 @@ pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 reader ignores it and a ring written by 1.1 has no name). 1.3 adds
 /// a consumer's [`Receipt`] to the SPSC consumer line and
 /// to each MPMC claim line (space that was zero; older readers ignore it).
-pub const VERSION_MINOR: u16 = 3;
+/// 1.4 adds [`Kind::Broadcast`] (a 1.3 reader refuses it as an unknown
+/// kind), with its overflow policy in [`Descriptor::overflow`] and
+/// [`Descriptor::evict_after_us`] (space that was zero).
+pub const VERSION_MINOR: u16 = 4;

@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
-use super::control::{MPMC_CONTROL_SIZE, SPSC_CONTROL_SIZE};
+use std::time::Duration;
+
+use super::control::{BROADCAST_CONTROL_SIZE, MPMC_CONTROL_SIZE, SPSC_CONTROL_SIZE};
 use super::header::{
-    Descriptor, HEADER_SIZE, KNOWN_BACKING, KNOWN_FLAGS, LINE, PAGE, ROLE_RECORD_SIZE,
-    TYPE_NAME_LEN,
+    Descriptor, HEADER_SIZE, KNOWN_BACKING, KNOWN_FLAGS, LINE, OVERFLOW_BLOCK, OVERFLOW_OVERWRITE,
+    PAGE, ROLE_RECORD_SIZE, TYPE_NAME_LEN,
 };
 use super::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 use crate::error::{Error, Result};
@@ -23,6 +25,10 @@ pub const MAX_ROLES: u32 = 1024;
 /// Producer and consumer roles of an MPMC ring unless the creator says
 /// otherwise.
 pub const DEFAULT_MPMC_ROLES: u32 = 64;
+/// Subscriber roles of a broadcast ring unless the creator says otherwise.
+pub const DEFAULT_SUBSCRIBERS: u32 = 32;
+/// Longest eviction delay a broadcast ring records: about 49 days.
+pub const MAX_EVICT_AFTER: Duration = Duration::from_secs(1 << 22);
 /// Largest object size: 1 TiB.
 pub const MAX_TOTAL_SIZE: u64 = 1 << 40;
 
@@ -36,6 +42,56 @@ pub enum Kind {
     /// Many producers, many consumers, fixed-size typed slots each with a
     /// sequence number.
     Mpmc,
+    /// One publisher, many subscribers, each of which sees every message:
+    /// fixed-size slots (typed messages, or byte messages up to the slot
+    /// size) each with a sequence number.
+    Broadcast,
+}
+
+/// What a broadcast ring's publisher does when the slowest subscriber is a
+/// whole ring behind. Chosen at creation, recorded in the header, shown by
+/// `stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Overflow {
+    /// Lossless: the publisher never overwrites a message a live subscriber
+    /// has not read; it waits. A subscriber that dies stops counting at once
+    /// (its role lock is gone). With `evict_after`, a live subscriber that
+    /// keeps the publisher waiting that long is evicted: it is skipped from
+    /// then on, and its next read that lost a message says so
+    /// (`Evicted { missed }`) and continues at the newest message.
+    Block {
+        /// How long one subscriber may keep the publisher waiting; `None`:
+        /// forever (the user asked for strict lockstep).
+        evict_after: Option<Duration>,
+    },
+    /// Lossy: the publisher never waits. A subscriber that was lapped learns
+    /// exactly how many messages it missed (`Lagged(n)`) and continues at
+    /// the oldest message still intact; a torn read is detected and never
+    /// returned.
+    Overwrite,
+}
+
+impl Default for Overflow {
+    /// `Block` with eviction after one second: lossless for every subscriber
+    /// that keeps up, and one stuck subscriber cannot stall the rest for
+    /// longer than that.
+    fn default() -> Self {
+        Overflow::Block {
+            evict_after: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Overflow::Overwrite => f.write_str("overwrite"),
+            Overflow::Block { evict_after: None } => f.write_str("block"),
+            Overflow::Block {
+                evict_after: Some(d),
+            } => write!(f, "block (evict after {d:?})"),
+        }
+    }
 }
 
 impl Kind {
@@ -45,6 +101,7 @@ impl Kind {
             Kind::Spsc => 1,
             Kind::Frames => 2,
             Kind::Mpmc => 3,
+            Kind::Broadcast => 4,
         }
     }
 
@@ -54,6 +111,7 @@ impl Kind {
             1 => Some(Kind::Spsc),
             2 => Some(Kind::Frames),
             3 => Some(Kind::Mpmc),
+            4 => Some(Kind::Broadcast),
             _ => None,
         }
     }
@@ -64,6 +122,7 @@ impl Kind {
             Kind::Spsc => "spsc",
             Kind::Frames => "frames",
             Kind::Mpmc => "mpmc",
+            Kind::Broadcast => "broadcast",
         }
     }
 
@@ -72,7 +131,7 @@ impl Kind {
     pub const fn capacity_unit(self) -> &'static str {
         match self {
             Kind::Frames => "bytes",
-            Kind::Spsc | Kind::Mpmc => "slots",
+            Kind::Spsc | Kind::Mpmc | Kind::Broadcast => "slots",
         }
     }
 
@@ -85,6 +144,9 @@ impl Kind {
             // enqueue line, dequeue line, two wait lines, the statistics
             // line, then one claim line per role (see `mpmc`)
             Kind::Mpmc => MPMC_CONTROL_SIZE + roles as usize * LINE,
+            // publisher line, space line, two wait lines, then one
+            // subscriber line per role (see `broadcast`)
+            Kind::Broadcast => BROADCAST_CONTROL_SIZE + roles as usize * LINE,
         }
     }
 }
@@ -134,6 +196,9 @@ pub struct Layout {
     pub(crate) data_size: u64,
     /// Size of the whole object (a multiple of [`PAGE`]).
     pub(crate) total_size: u64,
+    /// Broadcast rings: the overflow policy (`Block` without eviction for
+    /// the other kinds, where it means nothing).
+    pub(crate) overflow: Overflow,
 }
 
 fn round_up(value: u64, to: u64) -> Option<u64> {
@@ -146,11 +211,12 @@ impl Layout {
     /// MPMC rings get [`DEFAULT_MPMC_ROLES`] producer and consumer roles
     /// (see [`Layout::with_roles`]); the others have one of each.
     pub fn new(kind: Kind, capacity: u64, slot_size: u32, slot_align: u32) -> Result<Layout> {
-        let roles = match kind {
-            Kind::Mpmc => DEFAULT_MPMC_ROLES,
-            Kind::Spsc | Kind::Frames => 1,
+        let (producers, consumers) = match kind {
+            Kind::Mpmc => (DEFAULT_MPMC_ROLES, DEFAULT_MPMC_ROLES),
+            Kind::Broadcast => (1, DEFAULT_SUBSCRIBERS),
+            Kind::Spsc | Kind::Frames => (1, 1),
         };
-        Layout::with_roles(kind, capacity, slot_size, slot_align, roles, roles)
+        Layout::with_roles(kind, capacity, slot_size, slot_align, producers, consumers)
     }
 
     /// Computes the layout of a ring with `producers` producer roles and
@@ -178,6 +244,11 @@ impl Layout {
             {
                 return bad(format!(
                     "an mpmc ring has 1 to {MAX_ROLES} producer and consumer roles, not {producers} and {consumers}"
+                ));
+            }
+            Kind::Broadcast if producers != 1 || !(1..=MAX_ROLES).contains(&consumers) => {
+                return bad(format!(
+                    "a broadcast ring has one publisher and 1 to {MAX_ROLES} subscriber roles, not {producers} and {consumers}"
                 ));
             }
             _ => {}
@@ -226,6 +297,19 @@ impl Layout {
                 .expect("slot size and alignment are bounded");
                 (stride, stride.checked_mul(capacity))
             }
+            Kind::Broadcast => {
+                // Each slot: its sequence word, its length word, then the
+                // message at `broadcast_payload_offset`, in whole words.
+                let stride = round_up(u64::from(slot_size), 8)
+                    .and_then(|words| {
+                        round_up(
+                            broadcast_payload_offset(slot_align) + words,
+                            u64::from(slot_align.max(8)),
+                        )
+                    })
+                    .expect("slot size and alignment are bounded");
+                (stride, stride.checked_mul(capacity))
+            }
         };
         let roles = producers + consumers;
         let roles_offset = HEADER_SIZE as u64;
@@ -259,7 +343,45 @@ impl Layout {
             data_offset,
             data_size: data_size.expect("checked above"),
             total_size,
+            overflow: Overflow::Block { evict_after: None },
         })
+    }
+
+    /// The same layout with a broadcast ring's overflow policy (an eviction
+    /// delay is kept to whole microseconds, at most [`MAX_EVICT_AFTER`]).
+    pub fn with_overflow(mut self, overflow: Overflow) -> Result<Layout> {
+        if self.kind != Kind::Broadcast {
+            return Err(Error::InvalidConfig {
+                what: format!(
+                    "an overflow policy is for broadcast rings, not {} rings",
+                    self.kind
+                ),
+            });
+        }
+        self.overflow = match overflow {
+            Overflow::Block {
+                evict_after: Some(d),
+            } => {
+                if d.is_zero() || d > MAX_EVICT_AFTER {
+                    return Err(Error::InvalidConfig {
+                        what: format!(
+                            "eviction delay {d:?} must be between 1 µs and {MAX_EVICT_AFTER:?}"
+                        ),
+                    });
+                }
+                Overflow::Block {
+                    evict_after: Some(Duration::from_micros(d.as_micros().max(1) as u64)),
+                }
+            }
+            other => other,
+        };
+        Ok(self)
+    }
+
+    /// Broadcast rings: what the publisher does when the slowest subscriber
+    /// is a whole ring behind.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
     }
 
     /// What the ring holds.
@@ -340,6 +462,27 @@ pub const fn mpmc_payload_offset(slot_align: u32) -> u64 {
     if slot_align > 8 { slot_align as u64 } else { 8 }
 }
 
+/// Offset of the message inside a broadcast slot: after the sequence and
+/// length words, aligned for the message.
+pub const fn broadcast_payload_offset(slot_align: u32) -> u64 {
+    if slot_align > 16 {
+        slot_align as u64
+    } else {
+        16
+    }
+}
+
+/// The descriptor's encoding of an overflow policy: (overflow, evict_after_us).
+fn encode_overflow(overflow: Overflow) -> (u32, u64) {
+    match overflow {
+        Overflow::Overwrite => (OVERFLOW_OVERWRITE, 0),
+        Overflow::Block { evict_after } => (
+            OVERFLOW_BLOCK,
+            evict_after.map_or(0, |d| d.as_micros() as u64),
+        ),
+    }
+}
+
 /// Builds the descriptor a creator writes.
 pub(crate) fn descriptor_for(
     layout: &Layout,
@@ -381,7 +524,10 @@ pub(crate) fn descriptor_for(
             bytes[..n].copy_from_slice(&name[..n]);
             bytes
         },
-        reserved: [0; 8],
+        overflow: encode_overflow(layout.overflow).0,
+        reserved_u32: 0,
+        evict_after_us: encode_overflow(layout.overflow).1,
+        reserved: [0; 6],
     }
 }
 
@@ -484,5 +630,23 @@ pub fn validate(desc: &Descriptor, path: &Path, file_size: u64) -> Result<Layout
         ));
     }
     layout.total_size = desc.total_size;
+    if kind == Kind::Broadcast {
+        let evict = Duration::from_micros(desc.evict_after_us);
+        layout.overflow = match desc.overflow {
+            OVERFLOW_OVERWRITE if desc.evict_after_us == 0 => Overflow::Overwrite,
+            OVERFLOW_BLOCK if evict <= MAX_EVICT_AFTER => Overflow::Block {
+                evict_after: (!evict.is_zero()).then_some(evict),
+            },
+            _ => {
+                return Err(Error::corrupted(
+                    path,
+                    format!(
+                        "overflow policy {} with eviction after {} µs",
+                        desc.overflow, desc.evict_after_us
+                    ),
+                ));
+            }
+        };
+    }
     Ok(layout)
 }

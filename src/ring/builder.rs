@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::layout::{Kind, Layout};
+use crate::layout::{Kind, Layout, Overflow};
 use crate::message::TypeIdentity;
 use crate::segment::{HugePages, RingSpec, Segment, SegmentOptions};
 use crate::wait::WaitStrategy;
@@ -27,8 +27,31 @@ pub struct Request {
     pub(crate) capacity: Option<u64>,
     /// Producer roles (MPMC); `None`: the kind's default.
     pub(crate) producers: Option<u32>,
-    /// Consumer roles (MPMC); `None`: the kind's default.
+    /// Consumer roles (MPMC) or subscriber roles (broadcast); `None`: the
+    /// kind's default.
     pub(crate) consumers: Option<u32>,
+    /// Broadcast: the overflow policy; `None`: [`Overflow::default`].
+    pub(crate) overflow: Option<Overflow>,
+    /// Byte-message rings with fixed slots (broadcast): the largest message;
+    /// `None`: the kind's default.
+    pub(crate) slot_size: Option<u32>,
+}
+
+/// Where a broadcast subscriber starts reading when it joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Start {
+    /// The oldest message still in the ring (on a `block` ring, the oldest
+    /// one the publisher is keeping for its slowest subscriber). Default:
+    /// a subscriber started before the publisher, or just after it,
+    /// misses nothing.
+    #[default]
+    Oldest,
+    /// The next message published after joining.
+    Latest,
+    /// The message with this sequence number (for a restarted subscriber
+    /// that recorded how far it got). If it is no longer in the ring, the
+    /// first pop says how many were missed and continues at the oldest.
+    At(u64),
 }
 
 /// The shape a kind computes for a request: the layout, the message type
@@ -63,6 +86,13 @@ impl Shape {
 
 /// Refuses role counts for kinds with one producer and one consumer.
 pub(crate) fn one_role_each(request: &Request, kind: &str) -> Result<()> {
+    if request.overflow.is_some() || request.slot_size.is_some() {
+        return Err(Error::InvalidConfig {
+            what: format!(
+                "{kind} ring has no overflow policy or slot size setting; those are for broadcast rings"
+            ),
+        });
+    }
     if request.producers.is_some() || request.consumers.is_some() {
         return Err(Error::InvalidConfig {
             what: format!(
@@ -82,6 +112,8 @@ pub struct Settings {
     /// How long a dropped producer waits for its unread messages to be
     /// taken before the ring may go away with them.
     pub(crate) linger: Duration,
+    /// Broadcast subscribers: where to start.
+    pub(crate) start: Start,
 }
 
 /// The one-expression constructors every handle type has: `open_or_create`,
@@ -233,6 +265,35 @@ impl<H: Endpoint> Builder<H> {
     /// against an existing ring when set.
     pub fn consumers(mut self, n: u32) -> Self {
         self.request.consumers = Some(n);
+        self
+    }
+
+    /// Subscriber roles of a broadcast ring this creates (default 32, at
+    /// most 1024); checked against an existing ring when set.
+    pub fn subscribers(mut self, n: u32) -> Self {
+        self.request.consumers = Some(n);
+        self
+    }
+
+    /// What the publisher of a broadcast ring this creates does when the
+    /// slowest subscriber is a whole ring behind (default
+    /// [`Overflow::default`]); checked against an existing ring when set.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.request.overflow = Some(overflow);
+        self
+    }
+
+    /// Largest message of a byte-message broadcast ring this creates, in
+    /// bytes; checked against an existing ring when set.
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.request.slot_size = Some(bytes);
+        self
+    }
+
+    /// Broadcast subscribers: where to start reading (default
+    /// [`Start::Oldest`]).
+    pub fn start(mut self, start: Start) -> Self {
+        self.settings.start = start;
         self
     }
 
@@ -432,8 +493,15 @@ fn describe(name: &str, size: u32, align: u32, id: u64) -> String {
 /// message type always, the capacity and role counts when they were asked
 /// for; the error names both sides.
 fn check_existing(seg: &Segment, shape: &Shape, request: &Request) -> Result<()> {
-    check_ring(seg, shape.layout.kind(), &shape.identity)?;
     let have = seg.layout();
+    // Byte rings whose slot size was not asked for take the ring's.
+    let untyped = shape.identity.id() == 0 && shape.identity.name().is_empty();
+    if untyped && request.slot_size.is_none() {
+        let identity = TypeIdentity::bytes(have.slot_size()).with_align(have.slot_align());
+        check_ring(seg, shape.layout.kind(), &identity)?;
+    } else {
+        check_ring(seg, shape.layout.kind(), &shape.identity)?;
+    }
     let want = &shape.layout;
     let mismatch = |what: String| {
         Err(Error::LayoutMismatch {
@@ -456,10 +524,29 @@ fn check_existing(seg: &Segment, shape: &Shape, request: &Request) -> Result<()>
             want.max_producers()
         ));
     }
+    if request.overflow.is_some() && have.overflow() != want.overflow() {
+        return mismatch(format!(
+            "the ring's overflow policy is {}, {} was asked for",
+            have.overflow(),
+            want.overflow()
+        ));
+    }
+    if request.slot_size.is_some() && have.slot_size() != want.slot_size() {
+        return mismatch(format!(
+            "the ring's slots hold {} bytes, {} were asked for",
+            have.slot_size(),
+            want.slot_size()
+        ));
+    }
     if request.consumers.is_some() && have.max_consumers() != want.max_consumers() {
         return mismatch(format!(
-            "the ring has {} consumer roles, {} were asked for",
+            "the ring has {} {} roles, {} were asked for",
             have.max_consumers(),
+            if have.kind() == Kind::Broadcast {
+                "subscriber"
+            } else {
+                "consumer"
+            },
             want.max_consumers()
         ));
     }

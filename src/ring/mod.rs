@@ -7,7 +7,7 @@
 pub(crate) mod builder;
 pub(crate) mod role;
 
-pub use builder::{Builder, Endpoint};
+pub use builder::{Builder, Endpoint, Start};
 
 use std::path::PathBuf;
 

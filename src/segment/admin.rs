@@ -149,6 +149,19 @@ pub struct Inspection {
     /// Locked in memory on every attach.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub lock_memory: Option<bool>,
+    /// Broadcast rings: the overflow policy (`block`, `block (evict after
+    /// ..)`, `overwrite`).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub overflow: Option<String>,
+    /// Broadcast rings: messages published so far.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub published: Option<u64>,
+    /// Broadcast rings: subscribers evicted so far.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub evictions: Option<u64>,
+    /// Broadcast rings: every subscriber role ever held.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub subscribers: Option<Vec<super::SubscriberInfo>>,
     /// Each attached process's mapping as its `/proc/PID/smaps` tells
     /// (huge pages in fact, locked and resident amounts); processes whose
     /// smaps this user cannot read are left out.
@@ -193,6 +206,10 @@ impl Inspection {
             page_size_kib: None,
             populate: None,
             lock_memory: None,
+            overflow: None,
+            published: None,
+            evictions: None,
+            subscribers: None,
             mappings: Vec::new(),
         }
     }
@@ -356,8 +373,31 @@ fn inspect_with(dir: &Path, name: &str, grace: Duration) -> Result<Inspection> {
         info.skipped = read_u64(&file, stats + layout::STATS_SKIPPED_WORD as u64);
         info.redelivered = read_u64(&file, stats + layout::STATS_REDELIVERED_WORD as u64);
     }
+    let lock_alive = |index: u32| {
+        let lock_at = layout.total_size + u64::from(index);
+        locks.iter().any(|l| !l.is_flock && l.start == lock_at)
+    };
+    if layout.kind == layout::Kind::Broadcast {
+        info.overflow = Some(layout.overflow().to_string());
+        let published = super::subscribers::published(&file, &layout);
+        info.published = published;
+        // Messages still in the ring (readable by a subscriber starting
+        // at the oldest).
+        info.len = published.map(|t| t.min(layout.capacity));
+        info.evictions = super::subscribers::evictions(&file, &layout);
+        info.subscribers = Some(super::subscribers::subscribers(&file, &layout, &lock_alive));
+    }
     let mut busy = None;
-    match occupancy(&file, &layout) {
+    let seen = if layout.kind == layout::Kind::Broadcast {
+        Some(Occupancy::Healthy {
+            msgs: info.len.unwrap_or(0),
+            bytes: None,
+            busy: false,
+        })
+    } else {
+        occupancy(&file, &layout)
+    };
+    match seen {
         Some(Occupancy::Healthy {
             msgs,
             bytes,
@@ -393,7 +433,13 @@ fn inspect_with(dir: &Path, name: &str, grace: Duration) -> Result<Inspection> {
         // Waiter counts live on the index lines (data: producer line,
         // space: consumer line).
         let index_line = [layout::PRODUCER_LINE, layout::CONSUMER_LINE][n as usize];
-        let waiters_at = line(index_line) + layout::WAITERS_WORD as u64;
+        // Broadcast: the space waiters are the first word of the space line.
+        let word = if layout.kind == layout::Kind::Broadcast && n == 1 {
+            0
+        } else {
+            layout::WAITERS_WORD
+        };
+        let waiters_at = line(index_line) + word as u64;
         Some(WaitCounters {
             waiters: read_u32(&file, waiters_at)?,
             wakeups: read_u64(&file, base + layout::WAIT_WAKEUPS_WORD as u64)?,
@@ -404,16 +450,17 @@ fn inspect_with(dir: &Path, name: &str, grace: Duration) -> Result<Inspection> {
     info.wait_data = wait_line(0);
     info.wait_space = wait_line(1);
     for index in 0..layout.roles() {
-        let role = if index < layout.max_producers {
-            "producer"
-        } else {
-            "consumer"
+        let role = match (index < layout.max_producers, layout.kind) {
+            (true, layout::Kind::Broadcast) => "publisher",
+            (true, _) => "producer",
+            (false, layout::Kind::Broadcast) => "subscriber",
+            (false, _) => "consumer",
         };
-        let lock_at = layout.total_size + u64::from(index);
-        let alive = locks.iter().any(|l| !l.is_flock && l.start == lock_at);
+        let alive = lock_alive(index);
         let pid = read_u32(&file, layout.role_record_offset(index)).unwrap_or(0);
         // Many-role rings list only the roles that were ever held.
-        if layout.kind == layout::Kind::Mpmc && pid == 0 && !alive {
+        let many = matches!(layout.kind, layout::Kind::Mpmc | layout::Kind::Broadcast);
+        if many && pid == 0 && !alive {
             continue;
         }
         info.roles.push(RoleInfo {

@@ -42,6 +42,7 @@ mod lifecycle;
 mod occupancy;
 mod options;
 mod roles;
+mod subscribers;
 
 pub use crate::sys::MappingFacts;
 pub use abandoned::GC_GRACE;
@@ -53,6 +54,7 @@ pub(crate) use lifecycle::{HeaderRead, read_header, try_exclusive};
 pub use options::{
     DEFAULT_DIR, DEFAULT_TIMEOUT, HugePages, RingSpec, SegmentOptions, hugetlbfs_mount, zeroed,
 };
+pub use subscribers::SubscriberInfo;
 
 use std::fs::File;
 use std::mem::ManuallyDrop;

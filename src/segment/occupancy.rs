@@ -102,7 +102,7 @@ impl Positions {
     /// bytes).
     fn check(&self, layout: &Layout) -> std::result::Result<(u64, Option<u64>, bool), String> {
         let limit = match layout.kind {
-            layout::Kind::Spsc | layout::Kind::Mpmc => layout.capacity,
+            layout::Kind::Spsc | layout::Kind::Mpmc | layout::Kind::Broadcast => layout.capacity,
             layout::Kind::Frames => layout.data_size,
         };
         let Some((used, exact)) = bracket(self.head, self.tail, self.head_after, limit) else {
