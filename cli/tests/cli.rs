@@ -154,11 +154,11 @@ fn recv_without_create_on_a_missing_ring_is_exit_1() {
     dir.finish();
 }
 
-/// Runs `shmring bench --duration 0.05 --json` with `extra` arguments;
-/// checks it succeeded and left no ring behind; returns its JSON.
-fn bench_json(extra: &[&str]) -> serde_json::Value {
+/// Runs `shmring bench --duration 0.05` with `extra` arguments; checks it
+/// succeeded and left no ring behind; returns its output.
+fn bench(extra: &[&str]) -> std::process::Output {
     let child = shmring_bin()
-        .args(["bench", "--duration", "0.05", "--json"])
+        .args(["bench", "--duration", "0.05"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -178,7 +178,51 @@ fn bench_json(extra: &[&str]) -> serde_json::Value {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "bench left {left:?}");
+    out
+}
+
+/// `bench` with `--json`: its JSON.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend(extra);
+    let out = bench(&args);
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_table_puts_shmring_under_its_reference_and_reports_progress() {
+    let out = bench(&["--rounds", "1", "--kind", "mpmc", "--wait", "spin"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let under = |reference: &str, row: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(reference))
+            .unwrap_or_else(|| panic!("no {reference:?} in\n{text}"));
+        let next = lines.get(at + 1).copied().unwrap_or("");
+        assert!(
+            next.starts_with(row),
+            "{row:?} not under {reference:?}:\n{text}"
+        );
+        assert!(
+            next.ends_with(" faster") || next.ends_with(" slower") || next.ends_with(" same"),
+            "no ratio in {next:?}"
+        );
+        next.to_string()
+    };
+    let aq = under("crossbeam ArrayQueue", "  shmring MPMC, u64, 1 producer");
+    assert!(aq.contains(" M msg/s") || aq.contains(" k msg/s"), "{aq}");
+    under(
+        "textbook Vyukov MPMC queue",
+        "  shmring MPMC, u64, 1 producer",
+    );
+    let rtt = under("atomic ping-pong", "  shmring MPMC, spin");
+    assert!(rtt.contains(" ns") || rtt.contains(" µs"), "{rtt}");
+    assert!(text.contains("targets (issue 7):"), "{text}");
+    // stderr is a pipe here: one line per phase.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("round 1/1, phase 1/"), "{err}");
+    assert!(err.contains(": mpmc round trip, spin"), "{err}");
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {

@@ -5,11 +5,12 @@
 //! The submodules: `harness` (forked peers, pinning, rings, timing loops),
 //! `scenarios` (one function per measured row), `textbook` (the textbook
 //! rings each shmring ring is read against, and their rows), `statistics`, `report`
-//! (figures, targets, the table) and `plot` (`--plot` SVG). They take these
-//! imports and the items here with `use super::*`.
+//! (figures, targets), `table` (the printed table), `units` (figures with
+//! their units), `progress` (what is running, on stderr) and `plot` (`--plot`
+//! SVG). They take these imports and the items here with `use super::*`.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,16 +24,20 @@ use shmring::{Error, Segment, SegmentOptions, mpmc};
 
 mod harness;
 mod plot;
+mod progress;
 mod report;
 mod scenarios;
 mod statistics;
+mod table;
 mod textbook;
+mod units;
 
 use harness::*;
 use plot::*;
 use report::*;
 use scenarios::*;
 use statistics::*;
+use table::*;
 use textbook::*;
 
 /// Options of `shmring bench`.
@@ -284,27 +289,17 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
         ..Report::default()
     };
     let steps = plan(args.kind, args.wait);
-    let progress = std::io::stderr().is_terminal() && !args.json;
+    let mut progress = progress::Progress::new(args.json, steps.len(), args.rounds);
     let spsc_ring = spsc::layout::<u64>(64)?;
     let mpmc_ring = mpmc::layout_with_roles::<u64>(64, 1, 1)?;
     let rounds = args.rounds;
     let dur = dur / rounds;
-    let total = steps.len() * rounds as usize;
     let mut rtt: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut memcpy = Vec::new();
-    let mut done = 0;
     for round in 0..rounds {
-        for &step in &steps {
-            done += 1;
-            if progress {
-                let bar = "#".repeat(done * 30 / total);
-                eprint!(
-                    "\r[{bar:<30}] {done}/{total} round {}: {:<40}",
-                    round + 1,
-                    step.label()
-                );
-            }
+        for (phase, &step) in steps.iter().enumerate() {
+            progress.phase(round, phase, &step.label());
             let mut put = |key: String, v: f64| tps.entry(key).or_default().push(v);
             let mut pool = |key: String, v: Vec<u64>| rtt.entry(key).or_default().extend(v);
             match step {
@@ -440,9 +435,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     if !memcpy.is_empty() {
         r.memcpy_gb_per_s = Some(median(memcpy));
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
     r.targets = targets(&r, &tag);
     r.vs_textbook = vs_textbook(&r, &tag);
     if let Some(path) = &args.plot {

@@ -1,6 +1,6 @@
 //! The bench's report: its figures (printed as JSON with `--json`), issue
-//! 7's performance targets judged from them, each shmring row against its
-//! textbook ring (issue 15), and the printed table.
+//! 7's performance targets judged from them, and each shmring row against
+//! its textbook ring (issue 15). `table` prints them for a person.
 
 use super::*;
 
@@ -66,7 +66,7 @@ pub(super) struct Report {
 
 /// The median over rounds of `a * scale / b`, each pair measured in one
 /// round.
-fn per_round(a: &[f64], b: &[f64], scale: f64) -> Option<f64> {
+pub(super) fn per_round(a: &[f64], b: &[f64], scale: f64) -> Option<f64> {
     let ratios: Vec<f64> = a
         .iter()
         .zip(b)
@@ -77,7 +77,7 @@ fn per_round(a: &[f64], b: &[f64], scale: f64) -> Option<f64> {
 }
 
 /// The paired ratio of two throughput rows, as `per_round`.
-fn tp_ratio(r: &Report, a: &str, b: &str) -> Option<f64> {
+pub(super) fn tp_ratio(r: &Report, a: &str, b: &str) -> Option<f64> {
     let rounds = |k: &str| r.throughput_rounds.get(k).filter(|v| !v.is_empty());
     per_round(rounds(a)?, rounds(b)?, 1.0)
 }
@@ -247,126 +247,10 @@ pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
     out
 }
 
-/// A figure of `p` with its unit: `215 ns`, `93.2 M/s`, or for frames of
-/// `size` bytes `2.43 M/s (9.97 GB/s)`.
-fn human(p: &VsTextbook, v: f64, size: usize) -> String {
-    if p.unit == "ns" {
-        return format!("{v:.0} ns");
-    }
-    let rate = if v >= 1e9 {
-        format!("{:.2} G/s", v / 1e9)
-    } else {
-        format!("{:.1} M/s", v / 1e6)
-    };
-    if p.shmring.starts_with("shmring_frames_") {
-        format!("{rate} ({:.2} GB/s)", v * size as f64 / 1e9)
-    } else {
-        rate
-    }
-}
-
 pub(super) fn size_tag(size: usize) -> String {
     if size.is_multiple_of(1024) {
         format!("{}k", size / 1024)
     } else {
         format!("{size}b")
-    }
-}
-
-pub(super) fn print_report(r: &Report, tag: &str) {
-    println!(
-        "shmring bench: {} ({} cores{}), {} s per measurement in {} interleaved rounds",
-        r.cpu,
-        r.cores,
-        if r.pinned {
-            ", pinned to cores 0 and 1"
-        } else {
-            ", not pinned"
-        },
-        r.duration_s,
-        r.rounds
-    );
-    println!("rings: {}", r.backing);
-    println!();
-    let limit = r.rtt_ns.get("atomic_limit").map(|p| p.p50).unwrap_or(0.0);
-    println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>12}",
-        "round trip (ns)", "p50", "p99", "p99.9", "p50 / limit"
-    );
-    let mut rows: Vec<(&String, &Percentiles)> = r.rtt_ns.iter().collect();
-    rows.sort_by(|a, b| a.1.p50.total_cmp(&b.1.p50));
-    for (key, p) in rows {
-        println!(
-            "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>11.2}x",
-            key,
-            p.p50,
-            p.p99,
-            p.p999,
-            if limit > 0.0 { p.p50 / limit } else { 0.0 }
-        );
-    }
-    println!();
-    let socket = r
-        .throughput_msgs_per_s
-        .get(&format!("unix_socket_{tag}"))
-        .copied()
-        .unwrap_or(0.0);
-    println!("{:<38} {:>16} {:>10}", "throughput", "msgs/s", "vs socket");
-    for (k, v) in &r.throughput_msgs_per_s {
-        let vs = if k.ends_with(tag) && socket > 0.0 {
-            format!("{:.1}x", v / socket)
-        } else {
-            "-".into()
-        };
-        println!("{k:<38} {v:>16.0} {vs:>10}");
-    }
-    if let Some(gb) = r.frames_gb.get(&format!("frames_{tag}_gb_per_s")) {
-        print!("{tag} frames: {gb:.2} GB/s");
-        if let Some(t) = r.frames_gb.get(&format!("textbook_{tag}_gb_per_s")) {
-            print!("; textbook {tag} records (the cross-core copy limit): {t:.2} GB/s");
-        }
-        println!();
-    }
-    if let Some(m) = r.memcpy_gb_per_s {
-        println!(
-            "single-core hot memcpy of {} bytes (stays in L1; not the cross-core limit): {m:.2} GB/s",
-            r.frame_size
-        );
-    }
-    if !r.vs_textbook.is_empty() {
-        println!();
-        println!(
-            "against the textbook rings (same run; throughput ratios: median over rounds of each round's pair)"
-        );
-        println!(
-            "{:<50} {:>22} {:>22} {:>10}",
-            "", "textbook", "shmring", "shm / tb"
-        );
-        for p in &r.vs_textbook {
-            println!(
-                "{:<50} {:>22} {:>22} {:>9.2}x",
-                p.what,
-                human(p, p.textbook_value, r.frame_size),
-                human(p, p.shmring_value, r.frame_size),
-                p.ratio
-            );
-        }
-    }
-    let idle: Vec<String> = r
-        .idle_cpu_percent
-        .iter()
-        .map(|(k, v)| format!("{k} {v:.1}%"))
-        .collect();
-    println!("idle consumer CPU (percent of a core): {}", idle.join(", "));
-    println!();
-    println!("targets (issue 7):");
-    for t in &r.targets {
-        println!(
-            "  {:<72} {:>8.2} {:<7} {}",
-            t.what,
-            t.ratio,
-            t.goal,
-            if t.met { "met" } else { "MISSED" }
-        );
     }
 }
