@@ -90,3 +90,18 @@ fn frames_carries_serialized_records_of_varying_size() {
     );
     assert!(out.contains("producer: 3000 records"), "{out}");
 }
+
+#[test]
+fn broadcast_gives_every_subscriber_process_every_message() {
+    let out = run("broadcast", &["20000"]);
+    for who in ["logger", "planner", "monitor"] {
+        assert!(
+            out.contains(&format!("{who}: received 20000 readings in order")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("publisher: sent 20000 readings to 3 subscribers"),
+        "{out}"
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use shmring::SegmentOptions;
+use shmring::broadcast;
 use shmring::frames;
 use shmring::mpmc;
 use shmring::raw::{bytes_spec, typed_spec};
@@ -79,6 +80,29 @@ fn messages_move_without_allocating_or_sleeping() {
     let mut mrx = mpmc::Consumer::<u64>::attach(mseg.clone()).unwrap();
     mtx.set_wait_strategy(WaitStrategy::Spin);
     mrx.set_wait_strategy(WaitStrategy::Spin);
+    let mut btx = broadcast::Publisher::<u64>::builder("bcast")
+        .dir(&dir.path)
+        .capacity(64)
+        .wait_strategy(WaitStrategy::Spin)
+        .create()
+        .unwrap();
+    let mut brx = broadcast::Subscriber::<u64>::builder("bcast")
+        .dir(&dir.path)
+        .wait_strategy(WaitStrategy::Spin)
+        .open()
+        .unwrap();
+    let mut bbtx = broadcast::BytesPublisher::builder("bbytes")
+        .dir(&dir.path)
+        .capacity(64)
+        .slot_size(1000)
+        .overflow(broadcast::Overflow::Overwrite)
+        .create()
+        .unwrap();
+    let mut bbrx = broadcast::BytesSubscriber::builder("bbytes")
+        .dir(&dir.path)
+        .open()
+        .unwrap();
+    let mut bcast_buf = Vec::with_capacity(1000);
     let payload = [7u8; 1000];
     let mut frame_buf = Vec::with_capacity(4096);
     let mut batch = [0u64; 16];
@@ -100,12 +124,20 @@ fn messages_move_without_allocating_or_sleeping() {
         assert_eq!(mrx.pop(), Ok(i));
         assert_eq!(mtx.push_slice(&[i; 16]), Ok(16));
         assert_eq!(mrx.pop_into(&mut batch), Ok(16));
+        assert_eq!(btx.try_push(i), Ok(2 * i));
+        assert_eq!(brx.try_pop(), Ok((2 * i, i)));
+        assert_eq!(btx.push(i), Ok(2 * i + 1));
+        assert_eq!(brx.pop(), Ok((2 * i + 1, i)));
+        assert_eq!(bbtx.try_push(&payload), Ok(i));
+        assert_eq!(bbrx.pop_into_timeout(&mut bcast_buf, None), Ok(i));
+        assert_eq!(bcast_buf.len(), payload.len());
     }
     let allocated = allocations() - before;
     assert_eq!(allocated, 0, "the hot paths allocated {allocated} times");
     let (data, space) = tx.wait_counters();
     let m = mrx.stats();
-    for w in [data, space, m.wait_data, m.wait_space] {
+    let (bdata, bspace) = btx.wait_counters();
+    for w in [data, space, m.wait_data, m.wait_space, bdata, bspace] {
         assert_eq!(
             (w.wakeups, w.sleeps),
             (0, 0),
@@ -113,9 +145,10 @@ fn messages_move_without_allocating_or_sleeping() {
         );
     }
     eprintln!(
-        "{} messages through typed, frame and MPMC rings: 0 allocations, 0 futex wakes or sleeps",
-        N * 70
+        "{} messages through typed, frame, MPMC and broadcast rings: 0 allocations, 0 futex wakes or sleeps",
+        N * 73
     );
     drop((tx, rx, ftx, frx, mtx, mrx, typed, fseg, mseg));
+    drop((btx, brx, bbtx, bbrx));
     dir.finish();
 }

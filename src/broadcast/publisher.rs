@@ -14,7 +14,7 @@ use crate::ring::role::{LOCK_CHECK_EVERY, Side, memory_lost};
 use crate::ring::{FramePushError, PushError, TryPushError};
 use crate::segment::Segment;
 use crate::sync::atomic::Ordering;
-use crate::wait::{self, Poll, WaitStrategy};
+use crate::wait::{self, Poll, WaitCounters, WaitStrategy};
 
 /// How many consecutive full polls between two looks at the clock for
 /// eviction.
@@ -174,6 +174,15 @@ impl PubCore {
     pub(crate) fn next_seq(&self) -> u64 {
         self.next
     }
+
+    /// Subscriber roles held now, as their records say (one load each; a
+    /// subscriber that crashed counts until its lock is checked).
+    pub(crate) fn subscribers(&self) -> usize {
+        let seg = self.side.segment();
+        (1..seg.layout().roles())
+            .filter(|&role| Self::attached(seg, role))
+            .count()
+    }
 }
 
 /// The publisher of a broadcast ring of `T` (one per ring).
@@ -240,9 +249,24 @@ impl<T: Message> Publisher<T> {
         self.core.overflow
     }
 
+    /// Subscribers attached now (a subscriber that crashed counts until the
+    /// publisher next checks its lock).
+    pub fn subscribers(&self) -> usize {
+        self.core.subscribers()
+    }
+
     /// Subscribers evicted from this ring so far.
     pub fn evictions(&self) -> u64 {
         self.core.ring.evictions()
+    }
+
+    /// The wait lines' counters: (subscribers waiting for data, the
+    /// publisher waiting for space).
+    pub fn wait_counters(&self) -> (WaitCounters, WaitCounters) {
+        (
+            self.core.ring.data_wait().counters(),
+            self.core.ring.space_wait().counters(),
+        )
     }
 }
 
@@ -320,6 +344,11 @@ impl BytesPublisher {
     /// The ring's overflow policy.
     pub fn overflow(&self) -> Overflow {
         self.core.overflow
+    }
+
+    /// Subscribers attached now (see [`Publisher::subscribers`]).
+    pub fn subscribers(&self) -> usize {
+        self.core.subscribers()
     }
 }
 

@@ -323,6 +323,14 @@ impl RawBroadcast {
         Read::Got(n)
     }
 
+    /// Has the slot of `p` moved past "not yet written" (message `p` is
+    /// there, or it was overwritten)? For readiness checks.
+    #[inline]
+    pub(crate) fn is_published(&self, p: u64) -> bool {
+        // Acquire: as in `read`.
+        self.word(p, SEQ).load(Ordering::Acquire) >= 2 * p + 2
+    }
+
     /// Where a subscriber lapped at `p` continues: the oldest message that
     /// may still be intact (a read checks it).
     pub(crate) fn resume_after_lap(&self, p: u64) -> std::result::Result<u64, String> {

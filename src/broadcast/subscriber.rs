@@ -191,6 +191,14 @@ impl SubCore {
         }
     }
 
+    /// Is a pop going to return something other than `Empty`?
+    fn is_ready(&mut self) -> bool {
+        self.missed_at_join != 0
+            || self.side.memory_lost()
+            || self.ring.is_published(self.pos)
+            || self.side.peer_gone()
+    }
+
     /// Messages published that this subscriber has not read (or missed).
     fn lag(&self) -> u64 {
         self.ring
@@ -263,6 +271,27 @@ impl<T: Message> Subscriber<T> {
         self.core.strategy = strategy;
     }
 }
+
+/// `select` over subscribers: ready when a pop would not say `Empty`.
+macro_rules! selectable {
+    ($($generics:tt)*) => {
+        impl $($generics)* {
+            fn is_ready(&mut self) -> bool {
+                self.core.is_ready()
+            }
+
+            fn producer_gone(&self) -> bool {
+                self.core.side.peer_gone_now()
+            }
+
+            fn ready_event(&self) -> wait::ReadyEvent<'_> {
+                wait::ReadyEvent(self.core.ring.data_wait())
+            }
+        }
+    };
+}
+selectable!(<T: Message> wait::Selectable for Subscriber<T>);
+selectable!(wait::Selectable for BytesSubscriber);
 
 /// A typed message must fill its slot exactly.
 fn check_len<T>(seq: u64, n: usize) -> std::result::Result<(), String> {

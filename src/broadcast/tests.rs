@@ -208,3 +208,28 @@ fn role_counts_and_types_are_checked() {
         Err(crate::Error::RoleTaken { .. })
     ));
 }
+
+#[test]
+fn select_waits_on_subscribers_too() {
+    let n = name("select");
+    let mut tx = Publisher::<u64>::create(&n, 8).unwrap();
+    let mut a = Subscriber::<u64>::open(&n).unwrap();
+    let mut b = BytesSubscriber::open(&format!("{n}-b")).err();
+    assert!(b.take().is_some(), "no such ring");
+    {
+        let mut rings: [&mut dyn crate::wait::Selectable; 1] = [&mut a];
+        assert_eq!(
+            crate::wait::select(&mut rings, Some(Duration::from_millis(5))),
+            None
+        );
+    }
+    tx.try_push(5).unwrap();
+    {
+        let mut rings: [&mut dyn crate::wait::Selectable; 1] = [&mut a];
+        assert_eq!(
+            crate::wait::select(&mut rings, Some(Duration::from_secs(5))),
+            Some(0)
+        );
+    }
+    assert_eq!(a.try_pop().unwrap(), (0, 5));
+}
