@@ -285,7 +285,8 @@ fn block_mode_a_killed_subscriber_stops_holding_the_publisher_up() {
     for i in 8..100 {
         tx.push_timeout(i, Some(Duration::from_secs(10))).unwrap();
     }
-    assert_eq!(tx.evictions(), 1);
+    // Left behind, not evicted: it was dead.
+    assert_eq!(tx.evictions(), 0);
     drop(tx);
     dir.finish();
 }

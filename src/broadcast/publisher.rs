@@ -135,8 +135,9 @@ impl PubCore {
             if pos.saturating_add(cap) > self.next {
                 continue; // not the one holding us up
             }
-            if overdue || (locks && !seg.role_alive(role)) {
-                self.ring.evict(role, epoch);
+            let dead = locks && !seg.role_alive(role);
+            if dead || overdue {
+                self.ring.evict(role, epoch, !dead);
                 any = true;
             }
         }

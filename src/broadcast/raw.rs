@@ -445,12 +445,15 @@ impl RawBroadcast {
     }
 
     /// Evicts the subscriber of `role` from its current join (if it is
-    /// still the join `epoch` names). Counted for `stat`.
-    pub(crate) fn evict(&self, role: u32, epoch: u64) {
+    /// still the join `epoch` names). Counted for `stat` if `count` (a live
+    /// subscriber evicted, not a dead one left behind).
+    pub(crate) fn evict(&self, role: u32, epoch: u64, count: bool) {
         if let Some(line) = self.sub_line(role) {
             // Release: the subscriber that sees it (acquire) sees why.
             line.evicted.store(epoch, Ordering::Release);
-            self.space_line().evictions.fetch_add(1, Ordering::Relaxed);
+            if count {
+                self.space_line().evictions.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

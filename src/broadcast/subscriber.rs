@@ -109,7 +109,7 @@ impl SubCore {
             Read::Lapped if self.block && self.ring.is_evicted(line) => {
                 let from = self.pos;
                 let now = self.join(Start::Latest).map_err(TryPopError::Corrupted)?;
-                let missed = now - from;
+                let missed = now.saturating_sub(from);
                 self.note_missed(missed, true);
                 Err(TryPopError::Evicted { missed })
             }
