@@ -39,15 +39,79 @@ pub enum WaitStrategy {
         /// How long to spin before sleeping.
         spin: Duration,
     },
+    /// The default: spin, then yield, then park, with the spin window
+    /// learned from how this thread's recent waits ended (see
+    /// [`adaptive`]): it stays at spinning latency while spinning pays (a
+    /// peer on another core), shrinks to a yield at once when only yielding
+    /// pays (a peer sharing this core, which a spinner would starve), and
+    /// grows again when the peer answers just after a park. Idle rings
+    /// sleep and cost no CPU.
+    Adaptive,
 }
 
 impl Default for WaitStrategy {
-    /// `Park` after 50 µs of spinning: a steady stream (messages closer than
-    /// 50 µs apart) is served at spinning latency, an idle ring sleeps.
+    /// [`WaitStrategy::Adaptive`].
     fn default() -> Self {
-        WaitStrategy::Park {
-            spin: Duration::from_micros(50),
-        }
+        WaitStrategy::Adaptive
+    }
+}
+
+/// The learning behind [`WaitStrategy::Adaptive`]: one spin window per
+/// thread (the thread's placement is what matters: whether its peers run on
+/// other cores), adjusted after every wait that was not satisfied at once.
+///
+/// * satisfied while spinning, after `t`: spinning pays; the window grows
+///   to at least `4t` (it never shrinks here);
+/// * satisfied while yielding: the peer ran when we gave up the core, so it
+///   probably shares it; the window halves (down to [`MIN_SPIN`]);
+/// * satisfied within [`SHORT_PARK`] after parking: the peer answered just
+///   after we gave up; the window doubles (up to [`MAX_SPIN`]).
+///
+/// A wait spins for the window, then yields the core between polls for
+/// [`YIELD_FOR`], then parks on the futex.
+pub mod adaptive {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    /// Shortest spin window.
+    pub const MIN_SPIN: Duration = Duration::from_micros(1);
+    /// Longest spin window (and the first one).
+    pub const MAX_SPIN: Duration = Duration::from_micros(50);
+    /// How long a wait yields between polls before it parks.
+    pub const YIELD_FOR: Duration = Duration::from_micros(100);
+    /// A park that ends this soon counts as "the peer answered just after".
+    pub const SHORT_PARK: Duration = Duration::from_micros(200);
+
+    thread_local! {
+        static SPIN: Cell<Duration> = const { Cell::new(MAX_SPIN) };
+    }
+
+    /// Where a wait was satisfied.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Phase {
+        Spin,
+        Yield,
+        Park,
+    }
+
+    /// This thread's spin window now.
+    pub fn spin_window() -> Duration {
+        SPIN.with(Cell::get)
+    }
+
+    /// Learns from a wait satisfied in `phase` after `waited` (of which
+    /// `parked` asleep).
+    pub(crate) fn learn(phase: Phase, waited: Duration, parked: Duration) {
+        SPIN.with(|spin| {
+            let now = spin.get();
+            let next = match phase {
+                Phase::Spin => now.max(waited.saturating_mul(4)),
+                Phase::Yield => now / 2,
+                Phase::Park if parked <= SHORT_PARK => now.saturating_mul(2),
+                Phase::Park => now,
+            };
+            spin.set(next.clamp(MIN_SPIN, MAX_SPIN));
+        });
     }
 }
 
@@ -270,18 +334,36 @@ pub(crate) fn block_on<R>(
     let start = Instant::now();
     let deadline = timeout.map(|t| start + t);
     let mut next_peer_check = start + PEER_CHECK_INTERVAL;
-    let spin_for = match strategy {
-        WaitStrategy::Park { spin } => spin,
-        _ => Duration::MAX,
+    let adaptive = strategy == WaitStrategy::Adaptive;
+    // (spin until, then yield until; then park)
+    let (spin_for, yield_until) = match strategy {
+        WaitStrategy::Park { spin } => (spin, spin),
+        WaitStrategy::Adaptive => {
+            let spin = adaptive::spin_window();
+            (spin, spin + adaptive::YIELD_FOR)
+        }
+        WaitStrategy::Spin | WaitStrategy::Yield => (Duration::MAX, Duration::MAX),
+    };
+    // What an adaptive wait learns from, once satisfied.
+    let mut phase = adaptive::Phase::Spin;
+    let mut parked = Duration::ZERO;
+    let done = |phase: adaptive::Phase, parked: Duration| {
+        if adaptive {
+            adaptive::learn(phase, start.elapsed(), parked);
+        }
     };
     let mut polls: u32 = 0;
     loop {
         if let Poll::Ready(r) = poll(false) {
+            done(phase, parked);
             return Ok(r);
         }
         polls = polls.wrapping_add(1);
-        // Read the clock only every 64 polls while spinning.
-        if !polls.is_multiple_of(64) {
+        // Read the clock only every 64 polls while spinning (every poll
+        // while yielding: the yield costs far more).
+        if phase == adaptive::Phase::Yield {
+            std::thread::yield_now();
+        } else if !polls.is_multiple_of(64) {
             match strategy {
                 WaitStrategy::Yield if polls > 256 => std::thread::yield_now(),
                 _ => std::hint::spin_loop(),
@@ -293,19 +375,26 @@ pub(crate) fn block_on<R>(
         if check_peer {
             next_peer_check = now + PEER_CHECK_INTERVAL;
             if let Poll::Ready(r) = poll(true) {
+                done(phase, parked);
                 return Ok(r);
             }
         }
         if deadline.is_some_and(|d| now >= d) {
             return Err(());
         }
-        if now.duration_since(start) < spin_for {
+        let waited = now.duration_since(start);
+        if waited < spin_for {
+            continue;
+        }
+        if waited < yield_until {
+            phase = adaptive::Phase::Yield;
             continue;
         }
         // Park: register, re-check, sleep while nothing changed.
         let key = line.register();
         if let Poll::Ready(r) = poll(false) {
             line.unregister();
+            done(phase, parked);
             return Ok(r);
         }
         let mut nap = next_peer_check.saturating_duration_since(now);
@@ -314,7 +403,10 @@ pub(crate) fn block_on<R>(
         }
         line.sleep(key, nap.max(Duration::from_micros(1)));
         line.unregister();
+        phase = adaptive::Phase::Park;
+        parked += now.elapsed();
         if let Poll::Ready(r) = poll(false) {
+            done(phase, parked);
             return Ok(r);
         }
         if line.line.seq.load(Ordering::Relaxed) == key {
@@ -555,5 +647,40 @@ mod loom_models {
             }
             publisher.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod adaptive_tests {
+    use super::adaptive::{self, MAX_SPIN, MIN_SPIN, Phase, SHORT_PARK};
+    use std::time::Duration;
+
+    /// Each test runs on its own thread, so it starts from the first
+    /// window.
+    #[test]
+    fn the_window_shrinks_when_only_yielding_pays_and_grows_back() {
+        assert_eq!(adaptive::spin_window(), MAX_SPIN);
+        // A peer on our core: every wait ends while yielding.
+        for _ in 0..20 {
+            adaptive::learn(Phase::Yield, Duration::from_micros(60), Duration::ZERO);
+        }
+        assert_eq!(adaptive::spin_window(), MIN_SPIN);
+        // Spinning that pays keeps (and widens) the window: 4x the wait.
+        adaptive::learn(Phase::Spin, Duration::from_micros(2), Duration::ZERO);
+        assert_eq!(adaptive::spin_window(), Duration::from_micros(8));
+        adaptive::learn(Phase::Spin, Duration::from_nanos(300), Duration::ZERO);
+        assert_eq!(adaptive::spin_window(), Duration::from_micros(8));
+        // The peer answering just after a park doubles it, up to the cap.
+        adaptive::learn(Phase::Park, Duration::from_micros(150), SHORT_PARK / 2);
+        assert_eq!(adaptive::spin_window(), Duration::from_micros(16));
+        for _ in 0..10 {
+            adaptive::learn(Phase::Park, Duration::from_micros(150), SHORT_PARK / 2);
+        }
+        assert_eq!(adaptive::spin_window(), MAX_SPIN);
+        // A long sleep (an idle ring) teaches nothing.
+        adaptive::learn(Phase::Yield, Duration::from_micros(60), Duration::ZERO);
+        let before = adaptive::spin_window();
+        adaptive::learn(Phase::Park, Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(adaptive::spin_window(), before);
     }
 }

@@ -71,10 +71,10 @@ fn wait_child() {
     match role.as_str() {
         // Echoes ping -> pong until ping's producer goes.
         "echo" => {
-            let strategy = if env_str("W_STRATEGY") == "spin" {
-                WaitStrategy::Spin
-            } else {
-                park_now()
+            let strategy = match env_str("W_STRATEGY").as_str() {
+                "spin" => WaitStrategy::Spin,
+                "default" => WaitStrategy::default(),
+                _ => park_now(),
             };
             let mut rx = open_consumer(&dir, "ping", strategy);
             let mut tx = open_producer(&dir, "pong", strategy);
@@ -215,6 +215,66 @@ fn a_producer_blocked_on_a_full_ring_is_woken() {
     drop(tx);
     assert!(echo.wait_within(Duration::from_secs(30)).success());
     drop(rx);
+    dir.finish();
+}
+/// Pins the calling thread (and the children it spawns from now on) to
+/// `cpu`; returns the affinity it had.
+fn pin_thread(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY (test): cpu_set_t is plain data; the calls get valid pointers
+    // and sizes, and pid 0 means the calling thread.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&old), &mut old),
+            0
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+        old
+    }
+}
+
+#[test]
+fn the_default_strategy_completes_a_ping_pong_with_both_processes_on_one_core() {
+    if child_role().is_some() {
+        return;
+    }
+    const ROUNDS: u64 = 100_000;
+    let dir = TestDir::new("onecore");
+    // Both processes on the CPU this thread runs on now: a spinning waiter
+    // would starve its peer for a whole time slice per message (seconds
+    // for the lot); the default must notice and give the core up.
+    // SAFETY (test): sched_getcpu has no memory effects.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+    let old = pin_thread(cpu);
+    let mut tx = create_producer(&dir, "ping", 64, WaitStrategy::default());
+    let mut rx = create_consumer(&dir, "pong", 64, WaitStrategy::default());
+    let mut echo = spawn(
+        "echo",
+        &dir,
+        &[("W_STRATEGY", "default"), ("W_PAUSES", "0")],
+    );
+    let start = Instant::now();
+    for n in 0..ROUNDS {
+        tx.push_timeout(n, Some(Duration::from_secs(10))).unwrap();
+        let v = rx
+            .pop_timeout(Some(Duration::from_secs(10)))
+            .expect("stalled on one core");
+        assert_eq!(v, n);
+    }
+    eprintln!(
+        "default strategy, both on cpu {cpu}: {ROUNDS} round trips in {:.2?}",
+        start.elapsed()
+    );
+    drop(tx);
+    assert!(echo.wait_within(Duration::from_secs(30)).success());
+    drop(rx);
+    // SAFETY (test): restores the affinity read above.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&old), &old) };
     dir.finish();
 }
 

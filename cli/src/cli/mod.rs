@@ -51,7 +51,8 @@ enum WaitArg {
     Spin,
     /// Spin, then yield the core between polls.
     Yield,
-    /// Spin 50 us, then sleep on the ring's futex (no CPU while idle).
+    /// The default (adaptive): spin while spinning pays, then yield, then
+    /// sleep on the ring's futex (no CPU while idle).
     Park,
 }
 

@@ -107,7 +107,7 @@ enum WaitArg {
     Yield,
     /// `WaitStrategy::Park` with no spinning: sleep at once.
     Park,
-    /// The default strategy: spin 50 µs, then park.
+    /// The default strategy (adaptive: spin, yield, then park).
     Default,
 }
 
