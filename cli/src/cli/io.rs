@@ -119,7 +119,7 @@ fn wait_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> Result<bool, 
 /// stdin, read in large blocks and cut into lines, without hiding `EINTR`
 /// (std's `read_until` retries it, which would keep a blocked `send` from
 /// seeing a signal).
-struct LineReader {
+pub(super) struct LineReader {
     file: File,
     buf: Vec<u8>,
     /// Unread bytes are `buf[start..end]`.
@@ -131,7 +131,7 @@ struct LineReader {
 }
 
 /// What [`LineReader::next`] found.
-enum Next {
+pub(super) enum Next {
     /// A line, without its newline: a range of [`LineReader::buf`].
     Line(std::ops::Range<usize>),
     /// End of input.
@@ -142,7 +142,7 @@ enum Next {
 }
 
 impl LineReader {
-    fn stdin() -> Result<LineReader, Error> {
+    pub(super) fn stdin() -> Result<LineReader, Error> {
         let fd = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
@@ -157,7 +157,7 @@ impl LineReader {
         })
     }
 
-    fn next(&mut self) -> Result<Next, Error> {
+    pub(super) fn next(&mut self) -> Result<Next, Error> {
         loop {
             if let Some(i) = self.buf[self.scanned..self.end]
                 .iter()
@@ -210,14 +210,14 @@ impl LineReader {
         }
     }
 
-    fn line(&self, range: std::ops::Range<usize>) -> &[u8] {
+    pub(super) fn line(&self, range: std::ops::Range<usize>) -> &[u8] {
         &self.buf[range]
     }
 }
 
 /// How a batch's write ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Written {
+pub(super) enum Written {
     /// Every byte reached the kernel.
     All,
     /// A signal, or a closed pipe (`EPIPE`), stopped it; the signal record
@@ -230,11 +230,11 @@ enum Written {
 const FINISH_WAIT: Duration = Duration::from_secs(1);
 
 /// Most lines one `writev` carries (two parts each, under `IOV_MAX`).
-const LINES_PER_WRITE: usize = 512;
+pub(super) const LINES_PER_WRITE: usize = 512;
 
 /// stdout, written with `writev(2)` and no user-space buffer: a line
 /// counted as written by [`Output::write_lines`] is the kernel's.
-struct Output {
+pub(super) struct Output {
     file: File,
     /// A regular file: its device and inode, and whether it is open for
     /// appending. Writes there carry receipts (see the module docs).
@@ -242,7 +242,7 @@ struct Output {
 }
 
 impl Output {
-    fn stdout() -> Result<Output, Error> {
+    pub(super) fn stdout() -> Result<Output, Error> {
         let fd = std::io::stdout()
             .as_fd()
             .try_clone_to_owned()
@@ -310,7 +310,7 @@ impl Output {
     /// the kernel takes less). Returns how many lines are out whole, and
     /// how the write ended: a signal stops it between two system calls, so
     /// a line may have got out in part.
-    fn write_lines<'a>(
+    pub(super) fn write_lines<'a>(
         &mut self,
         lines: impl Iterator<Item = &'a [u8]>,
         skip: usize,
@@ -563,12 +563,12 @@ impl Rx {
 }
 
 /// Time left of `limit` since `since` (`None`: no limit).
-fn left(limit: Option<Duration>, since: Instant) -> Option<Duration> {
+pub(super) fn left(limit: Option<Duration>, since: Instant) -> Option<Duration> {
     limit.map(|l| l.saturating_sub(since.elapsed()))
 }
 
 /// One wait slice: at most [`SLICE`], at most what is left.
-fn slice(left: Option<Duration>) -> Duration {
+pub(super) fn slice(left: Option<Duration>) -> Duration {
     left.map_or(SLICE, |l| l.min(SLICE))
 }
 

@@ -11,6 +11,7 @@ use shmring::segment::{self, Inspection};
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
 mod bench;
+mod broadcast;
 mod io;
 mod signals;
 
@@ -42,6 +43,9 @@ enum KindArg {
     /// Fixed-size slots of slot-size bytes, many producers and consumers
     /// (`send`/`recv` carry lines of up to slot-size - 4 bytes).
     Mpmc,
+    /// One publisher, many subscribers: every `recv` gets every line `send`
+    /// publishes (lines of up to slot-size bytes).
+    Broadcast,
 }
 
 /// `--wait`: how blocking sends and receives wait.
@@ -82,6 +86,19 @@ struct Shape {
     /// MPMC rings: consumer roles.
     #[arg(long, default_value_t = shmring::raw::DEFAULT_MPMC_ROLES)]
     consumers: u32,
+    /// Broadcast rings: subscriber roles (`recv` processes at once) [default: 32].
+    #[arg(long, value_name = "N")]
+    subscribers: Option<u32>,
+    /// Broadcast rings: what the publisher does when the slowest subscriber
+    /// is a whole ring behind [default: block].
+    #[arg(long, value_enum)]
+    overflow: Option<broadcast::OverflowArg>,
+    /// Broadcast rings with --overflow block: evict a live subscriber that
+    /// keeps the publisher waiting this long, such as 250ms or 2s (it is
+    /// told how many lines it missed and goes on); `never`: wait for it
+    /// forever [default: 1s].
+    #[arg(long, value_name = "DURATION|never", value_parser = broadcast::parse_evict_after)]
+    evict_after: Option<broadcast::EvictAfter>,
     /// Huge pages for a ring this creates (in a tmpfs: transparent huge
     /// pages; use --dir on a hugetlbfs mount for reserved ones).
     #[arg(long, value_enum, default_value = "off")]
@@ -150,6 +167,15 @@ impl Shape {
                 "--capacity {cap} must be a power of two{hint}"
             )));
         }
+        let stray = broadcast::flags_given(&self);
+        if !matches!(kind, KindArg::Broadcast) && !stray.is_empty() {
+            return Err(invalid(format!(
+                "{} {} for --kind broadcast rings, not {} rings",
+                stray.join(", "),
+                if stray.len() == 1 { "is" } else { "are" },
+                kind.name()
+            )));
+        }
         if matches!(kind, KindArg::Frames) && !self.slot_size.is_power_of_two() {
             return Err(invalid(format!(
                 "--slot-size {} must be a power of two for a frame ring: its byte area, --capacity x --slot-size = {cap} x {}, must be one",
@@ -193,6 +219,7 @@ impl Shape {
                     })?;
                 shmring::frames::layout(bytes.max(MIN_FRAME_BYTES))
             }
+            KindArg::Broadcast => broadcast::layout(&self, capacity),
         }
     }
 
@@ -238,6 +265,7 @@ impl KindArg {
             KindArg::Frames => "frames",
             KindArg::Spsc => "spsc",
             KindArg::Mpmc => "mpmc",
+            KindArg::Broadcast => "broadcast",
         }
     }
 }
@@ -286,7 +314,8 @@ enum Command {
         json: bool,
     },
     /// Send each line of stdin as one message of a frame or MPMC ring
-    /// (waits while the ring is full).
+    /// (waits while the ring is full), or publish it to every subscriber
+    /// of a broadcast ring.
     Send {
         /// Ring name.
         name: String,
@@ -306,7 +335,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "park")]
         wait: WaitArg,
     },
-    /// Print each received message (frame or MPMC slot) as one line.
+    /// Print each received message (frame or MPMC slot) as one line; on a
+    /// broadcast ring, subscribe: every `recv` gets every line (each from
+    /// its own position, which `stat` shows; no receipts: a `recv` killed
+    /// loses the lines it had read and not yet written, and `--from SEQ`
+    /// takes up again).
     Recv {
         /// Ring name.
         name: String,
@@ -328,6 +361,11 @@ enum Command {
         /// How to wait while the ring is empty.
         #[arg(long, value_enum, default_value = "park")]
         wait: WaitArg,
+        /// Broadcast rings: where to start: the oldest line still in the
+        /// ring, the next one published, or a sequence number [default:
+        /// oldest].
+        #[arg(long, value_name = "oldest|latest|SEQ", value_parser = broadcast::parse_from)]
+        from: Option<shmring::ring::Start>,
     },
     /// Measure round trips and throughput against the hardware limit, pipes
     /// and Unix sockets, in one run.
@@ -403,6 +441,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         } => {
             let layout = create.then(|| shape.layout(kind)).transpose()?;
             signals::install(false)?;
+            if broadcast::is_broadcast(&dir, &name, layout.as_ref()) {
+                let strategy = wait.strategy();
+                return broadcast::send(&dir, &name, &shape, layout.as_ref(), timeout, strategy);
+            }
             io::send(
                 &shape.io_options(&dir, timeout),
                 &name,
@@ -419,8 +461,28 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             count,
             timeout,
             wait,
+            from,
         } => {
             let layout = create.then(|| shape.layout(kind)).transpose()?;
+            if broadcast::is_broadcast(&dir, &name, layout.as_ref()) {
+                signals::install(true)?;
+                let (from, strategy) = (from.unwrap_or_default(), wait.strategy());
+                return broadcast::recv(
+                    &dir,
+                    &name,
+                    &shape,
+                    layout.as_ref(),
+                    from,
+                    count,
+                    timeout,
+                    strategy,
+                );
+            }
+            if from.is_some() {
+                return Err(invalid(format!(
+                    "--from is for broadcast rings, and {name} is not one"
+                )));
+            }
             signals::install(true)?;
             io::recv(
                 &shape.io_options(&dir, timeout),
@@ -456,8 +518,12 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
                 }
                 print_json(&v)?;
             } else {
+                let roles = match kind {
+                    KindArg::Broadcast => broadcast::describe(&layout),
+                    _ => String::new(),
+                };
                 println!(
-                    "created {} ({} ring, {}; {} bytes in all)",
+                    "created {} ({} ring, {}{roles}; {} bytes in all)",
                     info.path.display(),
                     layout.kind(),
                     created_capacity(kind, &shape, &layout),
@@ -579,12 +645,12 @@ fn state_name(info: &Inspection) -> String {
 
 fn print_table(all: &[Inspection]) {
     println!(
-        "{:<24} {:<7} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
+        "{:<24} {:<9} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
         "NAME", "KIND", "CAPACITY", "SLOT", "BYTES", "LEN", "ATTACHED", "STATE"
     );
     for i in all {
         println!(
-            "{:<24} {:<7} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
+            "{:<24} {:<9} {:>10} {:>6} {:>12} {:>8} {:>8} {:<12}",
             i.name,
             i.kind.as_deref().unwrap_or("-"),
             capacity_text(i, false),
@@ -618,6 +684,7 @@ fn print_stat(i: &Inspection) {
     line("size_bytes", i.size_bytes.to_string());
     line("persistent", i.persistent.to_string());
     line("len", opt(i.len));
+    broadcast::stat_lines(i, &line);
     if let Some(n) = i.skipped {
         line(
             "skipped",
@@ -699,7 +766,9 @@ fn print_stat(i: &Inspection) {
             );
         }
     }
-    for r in &i.roles {
+    // A broadcast ring's subscribers have their own lines (above).
+    let listed = |r: &&segment::RoleInfo| i.subscribers.is_none() || r.role != "subscriber";
+    for r in i.roles.iter().filter(listed) {
         line(
             &r.role,
             format!(
