@@ -436,3 +436,78 @@ fn bad_broadcast_options_are_refused_clearly() {
     remove(&dir, "r");
     dir.finish();
 }
+
+/// Runs `shmring bench --kind broadcast` briefly with `extra` arguments
+/// (checking that it succeeded and left no ring); returns its stdout.
+fn bench_broadcast(extra: &[&str]) -> String {
+    let mut args = vec!["--kind", "broadcast", "--wait", "spin", "--rounds", "1"];
+    args.extend(extra);
+    String::from_utf8(bench(&args).stdout).unwrap()
+}
+
+#[test]
+fn bench_measures_each_subscriber_next_to_spsc_rings_fed_copy_by_copy() {
+    let v: serde_json::Value = serde_json::from_str(&bench_broadcast(&["--json"])).unwrap();
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(
+        keys(&v["rtt_ns"]),
+        [
+            "atomic_limit",
+            "futex_limit",
+            "pipe",
+            "shmring_broadcast_spin",
+            "unix_socket"
+        ]
+    );
+    assert!(
+        v["rtt_ns"]["shmring_broadcast_spin"]["p50"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let mut rows = Vec::new();
+    for k in [1u64, 2, 4] {
+        rows.push(format!("shmring_broadcast_u64_{k}sub"));
+        rows.push(format!("spsc_fanout_u64_{k}"));
+        for row in &rows[rows.len() - 2..] {
+            let rate = v["throughput_msgs_per_s"][row].as_f64().unwrap();
+            assert!(rate > 0.0, "{row}");
+            let f = &v["fanout"][row];
+            assert_eq!(f["publisher"].as_f64(), Some(rate), "{row}: {f}");
+            assert_eq!(f["processes"], k + 1, "{row}: {f}");
+            assert!(f["wait"] == "spin" || f["wait"] == "yield", "{row}: {f}");
+            let readers = f["readers"].as_array().unwrap();
+            assert_eq!(readers.len() as u64, k, "{row}: {f}");
+            assert!(readers.iter().all(|r| r.as_f64().unwrap() > 0.0), "{f}");
+        }
+    }
+    rows.sort();
+    assert_eq!(keys(&v["throughput_msgs_per_s"]), rows);
+    assert_eq!(keys(&v["fanout"]), rows);
+
+    // The table: each broadcast row under as many SPSC rings, each with
+    // its readers' rates.
+    let text = bench_broadcast(&[]);
+    let lines: Vec<&str> = text.lines().collect();
+    for (k, s) in [(1, ""), (2, "s"), (4, "s")] {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("shmring SPSC, u64 copied into {k} ring{s}")))
+            .unwrap_or_else(|| panic!("no {k}-ring row in\n{text}"));
+        assert!(lines[at + 1].starts_with("    each consumer: "), "{text}");
+        let row = lines[at + 2];
+        assert!(
+            row.starts_with(&format!("  shmring broadcast, u64, {k} subscriber{s}")),
+            "{text}"
+        );
+        assert!(row.ends_with(" faster") || row.ends_with(" slower") || row.ends_with(" same"));
+        let each = lines[at + 3];
+        assert!(each.starts_with("      each subscriber: "), "{text}");
+        assert_eq!(each.matches(" msg/s").count(), k, "{each}");
+        assert!(
+            each.contains(&format!("({} processes on ", k + 1)),
+            "{each}"
+        );
+    }
+}

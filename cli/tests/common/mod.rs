@@ -36,3 +36,30 @@ pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `shmring bench --duration 0.05` with `extra` arguments; checks it
+/// succeeded and left no ring behind; returns its output.
+pub fn bench(extra: &[&str]) -> std::process::Output {
+    let child = shmring_bin()
+        .args(["bench", "--duration", "0.05"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = ChildGuard(Some(child)).output_within(Duration::from_secs(180));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("shmring-bench-{pid}");
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "bench left {left:?}");
+    out
+}

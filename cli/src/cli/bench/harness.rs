@@ -26,6 +26,11 @@ pub(super) fn pin(cpu: usize) -> bool {
 /// Forks; the child pins itself to core 1 and runs `body`, then exits
 /// without unwinding into the parent's code.
 pub(super) fn fork(pinned: bool, body: impl FnOnce()) -> Result<Child, Error> {
+    fork_on(pinned.then_some(1), body)
+}
+
+/// [`fork`], the child pinned to core `cpu` (`None`: not pinned).
+pub(super) fn fork_on(cpu: Option<usize>, body: impl FnOnce()) -> Result<Child, Error> {
     std::io::stdout().flush().ok();
     // SAFETY: the bench runs single-threaded, so the child inherits a
     // consistent copy of the process; it runs only `body` and then `_exit`s.
@@ -37,8 +42,8 @@ pub(super) fn fork(pinned: bool, body: impl FnOnce()) -> Result<Child, Error> {
         )));
     }
     if pid == 0 {
-        if pinned {
-            pin(1);
+        if let Some(cpu) = cpu {
+            pin(cpu);
         }
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_ok();
         // SAFETY: ends the child immediately, skipping the parent's
@@ -88,6 +93,10 @@ pub(super) fn relax(spins: &mut u32) {
 pub(super) struct Names {
     pub(super) prefix: String,
     pub(super) opts: SegmentOptions,
+    /// The backing options of `opts`, for handles' builders.
+    pub(super) huge_pages: shmring::segment::HugePages,
+    pub(super) populate: bool,
+    pub(super) lock_memory: bool,
 }
 
 impl Names {
@@ -101,6 +110,21 @@ impl Names {
         Ok(Arc::new(
             self.opts.create(&format!("{}-{tag}", self.prefix), &spec)?,
         ))
+    }
+
+    /// A builder of a handle on the ring `tag`, in the bench's directory
+    /// with its backing options (for kinds opened only through builders).
+    pub(super) fn builder<H: shmring::ring::Endpoint>(
+        &self,
+        tag: &str,
+        strategy: WaitStrategy,
+    ) -> shmring::Builder<H> {
+        shmring::Builder::new(format!("{}-{tag}", self.prefix))
+            .dir(self.opts.directory())
+            .huge_pages(self.huge_pages)
+            .populate(self.populate)
+            .lock_memory(self.lock_memory)
+            .wait_strategy(strategy)
     }
 
     pub(super) fn open(&self, tag: &str) -> Arc<Segment> {

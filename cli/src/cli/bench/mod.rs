@@ -3,7 +3,8 @@
 //! another core (when there is one).
 //!
 //! The submodules: `harness` (forked peers, pinning, rings, timing loops),
-//! `scenarios` (one function per measured row), `textbook` (the textbook
+//! `scenarios` (one function per measured row), `fanout` (the broadcast
+//! rows and the SPSC fan-out they are read against), `textbook` (the textbook
 //! rings each shmring ring is read against, and their rows), `statistics`, `report`
 //! (figures, targets), `table` (the printed table), `units` (figures with
 //! their units), `progress` (what is running, on stderr) and `plot` (`--plot`
@@ -22,6 +23,7 @@ use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::wait::{WaitStrategy, raw};
 use shmring::{Error, Segment, SegmentOptions, mpmc};
 
+mod fanout;
 mod harness;
 mod plot;
 mod progress;
@@ -32,6 +34,7 @@ mod table;
 mod textbook;
 mod units;
 
+use fanout::*;
 use harness::*;
 use plot::*;
 use report::*;
@@ -86,7 +89,7 @@ pub(super) struct BenchArgs {
 /// `--kind`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum KindArg {
-    /// SPSC typed, frames and MPMC.
+    /// SPSC typed, frames, MPMC and broadcast.
     All,
     /// Typed SPSC rings (round trips and u64 throughput).
     Spsc,
@@ -94,6 +97,9 @@ enum KindArg {
     Frames,
     /// MPMC rings (round trips, 1 and 2 producers).
     Mpmc,
+    /// Broadcast rings (round trip; 1, 2 and 4 subscribers against as many
+    /// SPSC rings fed copy by copy).
+    Broadcast,
 }
 
 /// `--wait`.
@@ -144,6 +150,7 @@ enum Step {
     FutexLimit,
     SpscRtt(WaitArg),
     MpmcRtt(WaitArg),
+    BroadcastRtt(WaitArg),
     IdleCpu(WaitArg),
     PipeRtt,
     UnixRtt,
@@ -161,6 +168,9 @@ enum Step {
     TextbookU64Batched,
     TextbookRecords,
     TextbookMpmc,
+    /// One publisher and this many readers: broadcast (true) or SPSC
+    /// rings fed copy by copy.
+    Fanout(bool, u32),
 }
 
 impl Step {
@@ -170,6 +180,7 @@ impl Step {
             Step::FutexLimit => "futex ping-pong (sleeping limit)".into(),
             Step::SpscRtt(w) => format!("spsc round trip, {}", w.name()),
             Step::MpmcRtt(w) => format!("mpmc round trip, {}", w.name()),
+            Step::BroadcastRtt(w) => format!("broadcast round trip, {}", w.name()),
             Step::IdleCpu(w) => format!("idle consumer CPU, {}", w.name()),
             Step::PipeRtt => "pipe round trip".into(),
             Step::UnixRtt => "unix socket round trip".into(),
@@ -187,6 +198,8 @@ impl Step {
             Step::TextbookU64Batched => "textbook spsc u64 batched".into(),
             Step::TextbookRecords => "textbook records (cross-core copy)".into(),
             Step::TextbookMpmc => "textbook vyukov mpmc u64".into(),
+            Step::Fanout(false, k) => format!("spsc u64 fed copy by copy to {k} ring(s)"),
+            Step::Fanout(true, k) => format!("broadcast u64, {k} subscriber(s)"),
         }
     }
 }
@@ -208,6 +221,9 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     if has(KindArg::Mpmc) {
         // One strategy is enough to compare the kinds' round trips.
         steps.push(Step::MpmcRtt(waits[0]));
+    }
+    if has(KindArg::Broadcast) {
+        steps.push(Step::BroadcastRtt(waits[0]));
     }
     steps.push(Step::FutexLimit);
     steps.extend(waits.iter().map(|&w| Step::IdleCpu(w)));
@@ -240,6 +256,11 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
             Step::MpmcU64(2),
         ]);
     }
+    if has(KindArg::Broadcast) {
+        for k in READERS {
+            steps.extend([Step::Fanout(false, k), Step::Fanout(true, k)]);
+        }
+    }
     steps
 }
 
@@ -268,6 +289,9 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
             .huge_pages(args.huge_pages.into())
             .populate(args.populate)
             .lock_memory(args.lock_memory),
+        huge_pages: args.huge_pages.into(),
+        populate: args.populate,
+        lock_memory: args.lock_memory,
     };
     let size = args.size;
     let tag = size_tag(size);
@@ -297,6 +321,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     let mut rtt: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut memcpy = Vec::new();
+    let mut fan: BTreeMap<String, Vec<FanRates>> = BTreeMap::new();
     for round in 0..rounds {
         for (phase, &step) in steps.iter().enumerate() {
             progress.phase(round, phase, &step.label());
@@ -328,6 +353,10 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                         pinned,
                     )?;
                     pool(key, p);
+                }
+                Step::BroadcastRtt(w) => {
+                    let p = broadcast_rtt(&n, w.strategy(), dur, pinned)?;
+                    pool(format!("shmring_broadcast_{}", w.name()), p);
                 }
                 // Once is enough: it measures sleeping, not speed.
                 Step::IdleCpu(_) if round > 0 => {}
@@ -406,6 +435,20 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                     let v = textbook_mpmc_throughput(dur, pinned, cap)?;
                     put("textbook_mpmc_u64".into(), v);
                 }
+                Step::Fanout(broadcast, readers) => {
+                    let run = FanRun {
+                        n: &n,
+                        broadcast,
+                        readers,
+                        cap,
+                        dur,
+                        cores,
+                        pinned,
+                    };
+                    let rates = run.measure()?;
+                    put(run.key(), rates.publisher);
+                    fan.entry(run.key()).or_default().push(rates);
+                }
             }
         }
     }
@@ -417,6 +460,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
             .insert(key.clone(), median(runs.clone()));
     }
     r.throughput_rounds = tps;
+    r.fanout = fanout_report(fan, cores, pinned);
     r.memcpy_rounds = memcpy.clone();
     for (key, gb) in [
         (

@@ -46,6 +46,10 @@ pub(super) struct Report {
     pub(super) cores: usize,
     pub(super) pinned: bool,
     pub(super) idle_cpu_percent: BTreeMap<String, f64>,
+    /// The fan-out rows (`spsc_fanout_u64_<n>`, `shmring_broadcast_u64_<n>sub`):
+    /// how they waited, and each reader's rate next to the publisher's.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) fanout: BTreeMap<String, Fanout>,
     pub(super) targets: Vec<Target>,
     /// Each shmring row against its textbook ring, for the rows this run
     /// measured.

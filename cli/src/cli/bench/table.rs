@@ -39,6 +39,17 @@ fn label(key: &str, tag: &str) -> String {
         format!("unix socket, {tag} writes")
     } else if key == format!("pipe_{tag}") {
         format!("pipe, {tag} writes")
+    } else if let Some(k) = key
+        .strip_prefix("shmring_broadcast_u64_")
+        .and_then(|k| k.strip_suffix("sub"))
+    {
+        let s = if k == "1" { "" } else { "s" };
+        format!("shmring broadcast, u64, {k} subscriber{s}")
+    } else if let Some(k) = key.strip_prefix("spsc_fanout_u64_") {
+        let s = if k == "1" { "" } else { "s" };
+        format!("shmring SPSC, u64 copied into {k} ring{s}")
+    } else if let Some(w) = key.strip_prefix("shmring_broadcast_") {
+        format!("shmring broadcast, {w}")
     } else if let Some(p) = key
         .strip_prefix("shmring_mpmc_u64_")
         .and_then(|p| p.strip_suffix('p'))
@@ -117,7 +128,10 @@ fn print_round_trips(r: &Report) {
     let mut at_limit = owned(&["shmring_spin"]);
     at_limit.extend(
         shm.iter()
-            .filter(|k| k.starts_with("shmring_mpmc_") && !park.contains(k))
+            .filter(|k| {
+                (k.starts_with("shmring_mpmc_") || k.starts_with("shmring_broadcast_"))
+                    && !park.contains(k)
+            })
             .cloned(),
     );
     let rules = [
@@ -168,6 +182,13 @@ fn print_throughputs(r: &Report, tag: &str) {
             .filter(|k| k.starts_with("shmring_mpmc_u64_"))
             .map(|k| k.to_string()),
     );
+    // Each broadcast row under as many SPSC rings fed copy by copy.
+    let fanout = READERS.map(|k| {
+        (
+            format!("spsc_fanout_u64_{k}"),
+            vec![format!("shmring_broadcast_u64_{k}sub")],
+        )
+    });
     let rules = [
         (
             "textbook_spsc_u64".to_string(),
@@ -186,7 +207,9 @@ fn print_throughputs(r: &Report, tag: &str) {
         (format!("textbook_{tag}"), vec![frames.clone()]),
         (format!("unix_socket_{tag}"), vec![frames.clone()]),
         (format!("pipe_{tag}"), vec![frames.clone()]),
-    ];
+    ]
+    .into_iter()
+    .chain(fanout);
     println!(
         "{:<NAME$} {:>14} {:>10}  shmring against it",
         format!(
@@ -209,11 +232,14 @@ fn print_throughputs(r: &Report, tag: &str) {
             println!("{}", text.trim_end());
         }
     };
+    let rules: Vec<_> = rules.collect();
     for (reference, under) in groups(&keys, &rules) {
-        line(label(&reference, tag), &reference, String::new());
+        line(fan_label(r, &reference, tag), &reference, String::new());
+        print_readers(r, &reference, "  ");
         for k in under {
             let ratio = tp_ratio(r, &k, &reference).unwrap_or(f64::NAN);
-            line(format!("  {}", label(&k, tag)), &k, versus(ratio));
+            line(format!("  {}", fan_label(r, &k, tag)), &k, versus(ratio));
+            print_readers(r, &k, "    ");
         }
     }
     if let Some(m) = r.memcpy_gb_per_s {
@@ -240,7 +266,36 @@ fn print_throughputs(r: &Report, tag: &str) {
         println!("  (a copy within one core's L1 is not the limit of one that crosses cores)");
     }
     println!(
-        "(2 processes unless in-process; the ratio is the median over rounds of each round's pair)"
+        "(2 processes unless in-process, fan-outs 1 + N; the ratio is the median over rounds of each round's pair)"
+    );
+}
+
+/// A row's label, with how a fan-out row waited when it did not spin.
+fn fan_label(r: &Report, key: &str, tag: &str) -> String {
+    match r.fanout.get(key) {
+        Some(f) if f.wait != "spin" => format!("{}, {}", label(key, tag), f.wait),
+        _ => label(key, tag),
+    }
+}
+
+/// Under a fan-out row: each reader's rate, and the processes and cores
+/// that explain how it waited.
+fn print_readers(r: &Report, key: &str, indent: &str) {
+    let Some(f) = r.fanout.get(key) else {
+        return;
+    };
+    let each: Vec<String> = f.readers.iter().map(|&v| msgs_per_s(v)).collect();
+    let reader = if key.starts_with("shmring_broadcast_") {
+        "subscriber"
+    } else {
+        "consumer"
+    };
+    println!(
+        "{indent}  each {reader}: {} ({} processes on {} cores, {})",
+        each.join(", "),
+        f.processes,
+        r.cores,
+        f.wait
     );
 }
 
@@ -335,5 +390,17 @@ mod tests {
         assert_eq!(label("shmring_default", "4k"), "shmring SPSC, default");
         assert_eq!(label("shmring_mpmc_park", "4k"), "shmring MPMC, park");
         assert_eq!(label("something_new", "4k"), "something_new");
+        assert_eq!(
+            label("shmring_broadcast_u64_4sub", "4k"),
+            "shmring broadcast, u64, 4 subscribers"
+        );
+        assert_eq!(
+            label("spsc_fanout_u64_1", "4k"),
+            "shmring SPSC, u64 copied into 1 ring"
+        );
+        assert_eq!(
+            label("shmring_broadcast_spin", "4k"),
+            "shmring broadcast, spin"
+        );
     }
 }
