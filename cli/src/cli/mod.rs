@@ -316,6 +316,11 @@ enum Command {
     /// Send each line of stdin as one message of a frame or MPMC ring
     /// (waits while the ring is full), or publish it to every subscriber
     /// of a broadcast ring.
+    ///
+    /// On a broadcast ring a line reaches the subscribers attached when it
+    /// is published, and later ones that start at `--from oldest` while it
+    /// is still in the ring; on a `block` ring `send` waits for the slowest
+    /// live subscriber, on an `overwrite` ring never.
     Send {
         /// Ring name.
         name: String,
@@ -335,11 +340,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "park")]
         wait: WaitArg,
     },
-    /// Print each received message (frame or MPMC slot) as one line; on a
-    /// broadcast ring, subscribe: every `recv` gets every line (each from
-    /// its own position, which `stat` shows; no receipts: a `recv` killed
-    /// loses the lines it had read and not yet written, and `--from SEQ`
-    /// takes up again).
+    /// Print each received message as one line (frame or MPMC ring: each
+    /// message goes to one `recv`; broadcast ring: every line to every
+    /// `recv`).
+    ///
+    /// On a broadcast ring each `recv` is a subscriber with its own
+    /// position (`stat` shows it): it takes nothing out of the ring, so
+    /// there are no receipts and nothing is delivered again. A `recv`
+    /// killed loses only the lines it had read and not yet written, and
+    /// `recv --from SEQ` takes up again while they are in the ring (a
+    /// `recv` stopped by a signal names SEQ). Lines a subscriber missed
+    /// (lapped on an overwrite ring, evicted on a block ring) are counted
+    /// in a warning on stderr, and it goes on. It ends once the publisher
+    /// is gone and everything is read.
     Recv {
         /// Ring name.
         name: String,
