@@ -273,6 +273,14 @@ impl FanRun<'_> {
     }
 }
 
+/// A poll that found nothing (spinning rows poll with `try_*` as the other
+/// throughput rows do; the others wait by the rings' strategy): a spin
+/// hint, and false.
+fn missed() -> bool {
+    std::hint::spin_loop();
+    false
+}
+
 /// One publisher, `readers` subscriber processes, one broadcast ring of
 /// `cap` slots.
 fn broadcast_fanout(f: &FanRun, s: WaitStrategy) -> Result<FanRates, Error> {
@@ -292,18 +300,36 @@ fn broadcast_fanout(f: &FanRun, s: WaitStrategy) -> Result<FanRates, Error> {
             .open()
             .expect("bench child: the parent created the ring")
     };
-    let pop = |rx: &mut Subscriber<u64>| match rx.pop_timeout(Some(STEP_WAIT)) {
-        Ok((_, v)) => {
-            std::hint::black_box(v);
-            true
+    let spin = s == WaitStrategy::Spin;
+    let pop = |rx: &mut Subscriber<u64>| {
+        let got = if spin {
+            rx.try_pop().map_err(PopError::from)
+        } else {
+            rx.pop_timeout(Some(STEP_WAIT))
+        };
+        match got {
+            Ok((_, v)) => {
+                std::hint::black_box(v);
+                true
+            }
+            Err(PopError::Timeout | PopError::Disconnected) => missed(),
+            Err(e) => panic!("bench: broadcast subscriber failed: {e}"),
         }
-        Err(PopError::Timeout | PopError::Disconnected) => false,
-        Err(e) => panic!("bench: broadcast subscriber failed: {e}"),
     };
-    let push = |v: u64| match tx.push_timeout(v, Some(STEP_WAIT)) {
-        Ok(_) => true,
-        Err(shmring::ring::PushError::Timeout(_)) => false,
-        Err(e) => panic!("bench: broadcast publisher failed: {e}"),
+    let push = |v: u64| {
+        if spin {
+            match tx.try_push(v) {
+                Ok(_) => true,
+                Err(TryPushError::Full(_)) => missed(),
+                Err(e) => panic!("bench: broadcast publisher failed: {e}"),
+            }
+        } else {
+            match tx.push_timeout(v, Some(STEP_WAIT)) {
+                Ok(_) => true,
+                Err(shmring::ring::PushError::Timeout(_)) => false,
+                Err(e) => panic!("bench: broadcast publisher failed: {e}"),
+            }
+        }
     };
     f.run(open, pop, push)
 }
@@ -327,24 +353,53 @@ fn spsc_fanout(f: &FanRun, s: WaitStrategy) -> Result<FanRates, Error> {
         rx.set_wait_strategy(s);
         rx
     };
-    let pop = |rx: &mut Consumer<u64>| match rx.pop_timeout(Some(STEP_WAIT)) {
-        Ok(v) => {
-            std::hint::black_box(v);
-            true
+    let spin = s == WaitStrategy::Spin;
+    let pop = |rx: &mut Consumer<u64>| {
+        let got = if spin {
+            rx.try_pop().map_err(|e| match e {
+                TryPopError::Empty => spsc::PopError::Timeout,
+                TryPopError::Disconnected => spsc::PopError::Disconnected,
+                TryPopError::Corrupted(w) => spsc::PopError::Corrupted(w),
+            })
+        } else {
+            rx.pop_timeout(Some(STEP_WAIT))
+        };
+        match got {
+            Ok(v) => {
+                std::hint::black_box(v);
+                true
+            }
+            Err(spsc::PopError::Timeout | spsc::PopError::Disconnected) => missed(),
+            Err(e) => panic!("bench: spsc consumer failed: {e}"),
         }
-        Err(spsc::PopError::Timeout | spsc::PopError::Disconnected) => false,
-        Err(e) => panic!("bench: spsc consumer failed: {e}"),
     };
     // Every ring gets the message before the next one: a full ring holds
     // the producer up, as the slowest subscriber holds up the publisher.
     let push = |v: u64| {
         for tx in &mut txs {
-            let patience = Instant::now() + PATIENCE;
-            loop {
-                match tx.push_timeout(v, Some(STEP_WAIT)) {
-                    Ok(()) => break,
-                    Err(shmring::ring::PushError::Timeout(_)) if Instant::now() < patience => {}
-                    Err(e) => panic!("bench: spsc producer failed: {e}"),
+            // The clock only once a ring was full for a whole step.
+            // The clock only now and then while the ring stays full.
+            let mut patience = None;
+            for misses in 0u64.. {
+                if spin {
+                    match tx.try_push(v) {
+                        Ok(()) => break,
+                        Err(TryPushError::Full(_)) => missed(),
+                        Err(e) => panic!("bench: spsc producer failed: {e}"),
+                    };
+                } else {
+                    match tx.push_timeout(v, Some(STEP_WAIT)) {
+                        Ok(()) => break,
+                        Err(shmring::ring::PushError::Timeout(_)) => {}
+                        Err(e) => panic!("bench: spsc producer failed: {e}"),
+                    }
+                }
+                if !spin || misses.is_multiple_of(1 << 16) {
+                    let until = *patience.get_or_insert_with(|| Instant::now() + PATIENCE);
+                    assert!(
+                        Instant::now() < until,
+                        "bench: an spsc consumer took nothing for 30 s"
+                    );
                 }
             }
         }
