@@ -42,6 +42,9 @@ pub(super) fn fork_on(cpu: Option<usize>, body: impl FnOnce()) -> Result<Child, 
         )));
     }
     if pid == 0 {
+        // SAFETY: prctl with integer arguments only: the kernel kills this
+        // child if the bench dies, so no sender outlives it.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         if let Some(cpu) = cpu {
             pin(cpu);
         }
@@ -192,9 +195,12 @@ pub(super) fn pipes() -> Result<(PipePair, PipePair), Error> {
 }
 
 /// How long a throughput child keeps sending: past the consumer's warm-up
-/// and measurement, with margin; it is killed when the measurement ends.
+/// and measurement, with a wide margin (the consumer may be descheduled for
+/// seconds on a loaded machine, and would take the sender's exit for a
+/// failure); it is killed when the measurement ends, and this only bounds
+/// an orphan's life.
 pub(super) fn send_window(dur: Duration) -> Instant {
-    Instant::now() + dur + Duration::from_secs(2)
+    Instant::now() + dur + Duration::from_secs(60)
 }
 
 /// Calls `step` until `dur` has passed after a 100 ms warm-up; returns the
