@@ -344,18 +344,21 @@ pub(crate) fn block_on<R>(
         }
         WaitStrategy::Spin | WaitStrategy::Yield => (Duration::MAX, Duration::MAX),
     };
-    // What an adaptive wait learns from, once satisfied.
+    // What an adaptive wait learns from, once satisfied: the phase, and
+    // the time waited as of the last clock read (no extra read on the
+    // fast path: a wait satisfied before the first one teaches nothing).
     let mut phase = adaptive::Phase::Spin;
     let mut parked = Duration::ZERO;
-    let done = |phase: adaptive::Phase, parked: Duration| {
-        if adaptive {
-            adaptive::learn(phase, start.elapsed(), parked);
+    let mut waited = Duration::ZERO;
+    let done = |phase: adaptive::Phase, waited: Duration, parked: Duration| {
+        if adaptive && !waited.is_zero() {
+            adaptive::learn(phase, waited, parked);
         }
     };
     let mut polls: u32 = 0;
     loop {
         if let Poll::Ready(r) = poll(false) {
-            done(phase, parked);
+            done(phase, waited, parked);
             return Ok(r);
         }
         polls = polls.wrapping_add(1);
@@ -375,14 +378,14 @@ pub(crate) fn block_on<R>(
         if check_peer {
             next_peer_check = now + PEER_CHECK_INTERVAL;
             if let Poll::Ready(r) = poll(true) {
-                done(phase, parked);
+                done(phase, waited, parked);
                 return Ok(r);
             }
         }
         if deadline.is_some_and(|d| now >= d) {
             return Err(());
         }
-        let waited = now.duration_since(start);
+        waited = now.duration_since(start);
         if waited < spin_for {
             continue;
         }
@@ -394,7 +397,7 @@ pub(crate) fn block_on<R>(
         let key = line.register();
         if let Poll::Ready(r) = poll(false) {
             line.unregister();
-            done(phase, parked);
+            done(phase, waited, parked);
             return Ok(r);
         }
         let mut nap = next_peer_check.saturating_duration_since(now);
@@ -404,9 +407,11 @@ pub(crate) fn block_on<R>(
         line.sleep(key, nap.max(Duration::from_micros(1)));
         line.unregister();
         phase = adaptive::Phase::Park;
-        parked += now.elapsed();
+        let slept = now.elapsed();
+        parked += slept;
+        waited += slept;
         if let Poll::Ready(r) = poll(false) {
-            done(phase, parked);
+            done(phase, waited, parked);
             return Ok(r);
         }
         if line.line.seq.load(Ordering::Relaxed) == key {

@@ -149,6 +149,8 @@ enum Step {
     AtomicLimit,
     FutexLimit,
     SpscRtt(WaitArg),
+    /// SPSC round trip with both processes pinned to one core.
+    OneCoreRtt(WaitArg),
     MpmcRtt(WaitArg),
     BroadcastRtt(WaitArg),
     IdleCpu(WaitArg),
@@ -179,6 +181,7 @@ impl Step {
             Step::AtomicLimit => "atomic ping-pong (hardware limit)".into(),
             Step::FutexLimit => "futex ping-pong (sleeping limit)".into(),
             Step::SpscRtt(w) => format!("spsc round trip, {}", w.name()),
+            Step::OneCoreRtt(w) => format!("spsc round trip on one core, {}", w.name()),
             Step::MpmcRtt(w) => format!("mpmc round trip, {}", w.name()),
             Step::BroadcastRtt(w) => format!("broadcast round trip, {}", w.name()),
             Step::IdleCpu(w) => format!("idle consumer CPU, {}", w.name()),
@@ -217,6 +220,11 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
         // The textbook ring right before shmring's, as for throughputs.
         steps.push(Step::TextbookRtt);
         steps.extend(waits.iter().map(|&w| Step::SpscRtt(w)));
+        if wait == WaitArg::All {
+            // The default against the fixed strategies that suit a shared
+            // core (spinning there takes a time slice per message).
+            steps.extend([WaitArg::Default, WaitArg::Yield, WaitArg::Park].map(Step::OneCoreRtt));
+        }
     }
     if has(KindArg::Mpmc) {
         // One strategy is enough to compare the kinds' round trips.
@@ -339,6 +347,23 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                         w.strategy(),
                         dur,
                         pinned,
+                    )?;
+                    pool(key, p);
+                }
+                Step::OneCoreRtt(w) => {
+                    // The fixed strategies are the references; the default
+                    // is read against them.
+                    let key = match w {
+                        WaitArg::Default => "shmring_one_core_default".to_string(),
+                        w => format!("one_core_{}", w.name()),
+                    };
+                    let p = ring_rtt_on::<Producer<u64>, Consumer<u64>>(
+                        &n,
+                        &key,
+                        spsc_ring,
+                        w.strategy(),
+                        dur,
+                        pinned.then_some(0),
                     )?;
                     pool(key, p);
                 }

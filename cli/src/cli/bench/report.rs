@@ -189,6 +189,18 @@ pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
         1.1,
         rtt("shmring_default").zip(spin).map(|(a, b)| a / b),
     );
+    let best_fixed = rtt("one_core_yield")
+        .into_iter()
+        .chain(rtt("one_core_park"))
+        .reduce(f64::min);
+    at_most(
+        "both on one core: default p50 / best fixed strategy's p50 (issue 17)",
+        "<= 2",
+        2.0,
+        rtt("shmring_one_core_default")
+            .zip(best_fixed)
+            .map(|(a, b)| a / b),
+    );
     at_most(
         "idle consumer CPU with the default strategy, % of a core",
         "<= 2",

@@ -98,10 +98,23 @@ pub(super) fn ring_rtt<Tx: PingTx, Rx: PingRx>(
     dur: Duration,
     pinned: bool,
 ) -> Result<Vec<u64>, Error> {
+    ring_rtt_on::<Tx, Rx>(n, tag, layout, strategy, dur, pinned.then_some(1))
+}
+
+/// [`ring_rtt`] with the echoing child on core `child_cpu` (`Some(0)`: the
+/// core the bench itself is pinned to, so both share one core).
+pub(super) fn ring_rtt_on<Tx: PingTx, Rx: PingRx>(
+    n: &Names,
+    tag: &str,
+    layout: shmring::Layout,
+    strategy: WaitStrategy,
+    dur: Duration,
+    child_cpu: Option<usize>,
+) -> Result<Vec<u64>, Error> {
     let (ping_name, pong_name) = (format!("{tag}-ping"), format!("{tag}-pong"));
     let ping = n.seg(&ping_name, &layout)?;
     let pong = n.seg(&pong_name, &layout)?;
-    let child = fork(pinned, || {
+    let child = fork_on(child_cpu, || {
         let mut rx = Rx::attach_to(n.open(&ping_name), strategy).expect("ping consumer");
         let mut tx = Tx::attach_to(n.open(&pong_name), strategy).expect("pong producer");
         while let Some(v) = rx.recv() {

@@ -15,6 +15,9 @@ fn label(key: &str, tag: &str) -> String {
     let named = match key {
         "atomic_limit" => "atomic ping-pong (the hardware limit)",
         "futex_limit" => "futex ping-pong (the limit when sleeping)",
+        "one_core_yield" => "both on one core: shmring SPSC, Yield",
+        "one_core_park" => "both on one core: shmring SPSC, Park (no spin)",
+        "shmring_one_core_default" => "both on one core: shmring SPSC, default",
         "textbook_spsc" => "textbook Lamport SPSC ring",
         "pipe" => "pipe",
         "unix_socket" => "unix socket",
@@ -141,6 +144,11 @@ fn print_round_trips(r: &Report) {
             owned(&["shmring_spin", "shmring_default", "shmring_yield"]),
         ),
         ("futex_limit".into(), park),
+        (
+            "one_core_yield".into(),
+            owned(&["shmring_one_core_default"]),
+        ),
+        ("one_core_park".into(), owned(&["shmring_one_core_default"])),
         ("pipe".into(), fastest.clone()),
         ("unix_socket".into(), fastest),
     ];
