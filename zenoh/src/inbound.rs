@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use shmring::frames::{self, FramePushError};
 use shmring::mpmc::BytesProducer;
+use shmring::wait::WaitStrategy;
 use shmring::{Kind, Segment};
 use std::sync::mpsc::RecvTimeoutError;
 use zenoh::Wait;
@@ -54,6 +55,8 @@ struct Received {
 pub struct Options {
     /// How often to send [`Event::Progress`] (`None`: never).
     pub report_every: Option<Duration>,
+    /// How the bridge waits on its ring.
+    pub wait: WaitStrategy,
 }
 
 /// The producing half of the destination ring.
@@ -152,7 +155,14 @@ pub fn run(
         }
         let sink = match &mut sink {
             Some(s) => s,
-            None => sink.insert(Sink::attach(&seg, &expected)?),
+            None => {
+                let mut new = Sink::attach(&seg, &expected)?;
+                match &mut new {
+                    Sink::Frames(tx) => tx.set_wait_strategy(options.wait),
+                    Sink::Mpmc(tx) => tx.set_wait_strategy(options.wait),
+                }
+                sink.insert(new)
+            }
         };
         match tracker.observe(header.session, header.seq, counters) {
             Seen::Repeat => continue,

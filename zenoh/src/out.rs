@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use shmring::frames;
 use shmring::mpmc::BytesConsumer;
 use shmring::spsc::PopError;
+use shmring::wait::WaitStrategy;
 use shmring::{Kind, Segment};
 use zenoh::Wait;
 
@@ -58,6 +59,8 @@ pub struct Options {
     pub qos: QoS,
     /// How often to send [`Event::Progress`] (`None`: never).
     pub report_every: Option<Duration>,
+    /// How the bridge waits on its ring.
+    pub wait: WaitStrategy,
 }
 
 /// The consuming half of the source ring.
@@ -96,6 +99,10 @@ pub fn run(
 ) -> Result<(), BridgeError> {
     let key_expr = crate::net::key_expr(key)?;
     let mut source = Source::attach(&seg)?;
+    match &mut source {
+        Source::Frames(rx) => rx.set_wait_strategy(options.wait),
+        Source::Mpmc(rx) => rx.set_wait_strategy(options.wait),
+    }
     let publisher = session
         .declare_publisher(key_expr)
         .congestion_control(options.qos.congestion)

@@ -160,6 +160,7 @@ fn bridge(cmd: BridgeCommand, dir: &Path) -> Result<(), BridgeError> {
             let options = out::Options {
                 qos: opts.qos(),
                 report_every: net.report_every(),
+                wait: shmring::wait::WaitStrategy::default(),
             };
             let path = seg.path().display().to_string();
             let mut events = |e: out::Event| match e {
@@ -212,6 +213,7 @@ fn bridge(cmd: BridgeCommand, dir: &Path) -> Result<(), BridgeError> {
             let counters = gaps::Counters::default();
             let options = inbound::Options {
                 report_every: net.report_every(),
+                wait: shmring::wait::WaitStrategy::default(),
             };
             let path = seg.path().display().to_string();
             let mut events = |e: inbound::Event| match e {
