@@ -234,3 +234,43 @@ fn a_receiving_bridge_killed_and_restarted_reports_exactly_what_was_lost() {
     remove(&dir, "b");
     dir.finish();
 }
+
+#[test]
+fn mpmc_byte_rings_on_both_ends_carry_every_line_in_order() {
+    const N: u64 = 10_000;
+    let dir = TestDir::new("bridge-mpmc");
+    let key = format!("shmring/test/{}", unique("mpmc"));
+    for name in ["a", "b"] {
+        let (code, _, err) = shmring(
+            &dir.path,
+            &["create", name, "--kind", "mpmc", "--capacity", "256"],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (out, inb, _) = bridges(&dir, "a", "b", &key);
+    let rx = shmring_bin()
+        .arg("--dir")
+        .arg(&dir.path)
+        .args(["recv", "b", "--count", &N.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = std::thread::spawn(move || ChildGuard(Some(rx)).output_within(LONG));
+    let (mut tx, feeder) = send(&dir, "a", numbered_lines(N));
+    feeder.join().unwrap();
+    assert!(tx.wait_within(LONG).success());
+    let got = got.join().unwrap();
+    assert!(got.status.success(), "{got:?}");
+    let nums = numbers(&got.stdout);
+    assert!(nums.iter().copied().eq(1..=N), "not 1..={N} in order");
+    let (code, log) = inb.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143), "{log:#?}");
+    let end = log.iter().find(|l| l.contains("bridge in: end:")).unwrap();
+    assert_eq!(counter(end, "gaps"), 0, "{end}");
+    let (code, _) = out.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143));
+    remove(&dir, "a");
+    remove(&dir, "b");
+    dir.finish();
+}
