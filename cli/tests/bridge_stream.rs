@@ -274,3 +274,97 @@ fn mpmc_byte_rings_on_both_ends_carry_every_line_in_order() {
     remove(&dir, "b");
     dir.finish();
 }
+
+#[test]
+fn best_effort_drops_are_counted_exactly_as_gaps() {
+    const N: u64 = 50_000;
+    let dir = TestDir::new("bridge-best-effort");
+    let key = format!("shmring/test/{}", unique("besteffort"));
+    create(&dir, "a", "16384");
+    create(&dir, "b", "64");
+    let listen = endpoint(free_port());
+    let out = Bridge::start(
+        &dir.path,
+        &[
+            "out",
+            "a",
+            "--key",
+            &key,
+            "--listen",
+            &listen,
+            "--best-effort",
+            "--report-every",
+            "1",
+        ],
+    );
+    out.wait_for("waiting for a subscriber", LONG);
+    let inb = start_in(&dir, "b", &key, &listen);
+    out.wait_for("a subscriber matches", LONG);
+
+    // Nobody reads B (4 KiB): the bridge in stalls, and the bridge out
+    // drops instead of waiting (once Zenoh's queues and the socket
+    // buffers, a few MB, are full: hence long lines).
+    let (mut tx, feeder) = send(&dir, "a", padded_lines(1..=N));
+    feeder.join().unwrap();
+    assert!(tx.wait_within(LONG).success());
+    out.wait_for(&format!("published {N}"), LONG);
+    let rx = shmring_bin()
+        .arg("--dir")
+        .arg(&dir.path)
+        .args(["recv", "b"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = std::thread::spawn(move || ChildGuard(Some(rx)).output_within(LONG));
+    // Then one more line at a time until one arrives (the first ones may
+    // still meet a full queue): its sequence number shows the gap at the
+    // end of the stream, if there is one.
+    let mut sent = N;
+    let arrived = (0..20).any(|_| {
+        sent += 1;
+        let (mut tx, feeder) = send(&dir, "a", padded_lines(sent..=sent));
+        feeder.join().unwrap();
+        assert!(tx.wait_within(LONG).success());
+        inb.try_wait_for(&format!("last_seq {sent} "), Duration::from_secs(5))
+            .is_some()
+    });
+    assert!(arrived, "no line got through after the backlog");
+    let (code, log) = inb.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143), "{log:#?}");
+    let got = got.join().unwrap();
+    let nums: Vec<u64> = String::from_utf8_lossy(&got.stdout)
+        .lines()
+        .map(|l| {
+            let (n, pad) = l.split_once(':').unwrap_or_else(|| panic!("{l:?}"));
+            assert_eq!(pad, PAD, "line {n} changed");
+            n.parse().unwrap()
+        })
+        .collect();
+    assert!(nums.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert_eq!(nums.last(), Some(&sent));
+    let end = log.iter().find(|l| l.contains("bridge in: end:")).unwrap();
+    let lost = sent - nums.len() as u64;
+    assert_eq!(counter(end, "gaps"), lost, "{end}");
+    assert_eq!(counter(end, "delivered"), nums.len() as u64, "{end}");
+    eprintln!("best effort: {lost} of {sent} dropped, all counted");
+    let (code, _) = out.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143));
+    remove(&dir, "a");
+    remove(&dir, "b");
+    dir.finish();
+}
+
+/// 196 bytes after each number of [`padded_lines`].
+const PAD: &str = concat!(
+    "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz",
+    "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz",
+    "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef"
+);
+
+/// `i:PAD` for each `i` of `range`, one per line.
+fn padded_lines(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+    range
+        .flat_map(|i| format!("{i}:{PAD}\n").into_bytes())
+        .collect()
+}

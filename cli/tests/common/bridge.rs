@@ -57,12 +57,18 @@ impl Bridge {
     /// Waits (at most `limit`) for a line that contains `text`; panics
     /// with the log when none comes.
     pub fn wait_for(&self, text: &str, limit: Duration) -> String {
+        self.try_wait_for(text, limit)
+            .unwrap_or_else(|| panic!("no {text:?} within {limit:?}; said: {:#?}", self.lines()))
+    }
+
+    /// [`Self::wait_for`], `None` when no such line came in time.
+    pub fn try_wait_for(&self, text: &str, limit: Duration) -> Option<String> {
         let mut found = None;
         wait_until(limit, || {
             found = self.line_with(text);
             found.is_some()
         });
-        found.unwrap_or_else(|| panic!("no {text:?} within {limit:?}; said: {:#?}", self.lines()))
+        found
     }
 
     /// Waits for the process to end (at most `limit`) and returns its exit
