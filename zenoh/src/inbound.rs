@@ -120,7 +120,12 @@ pub fn run(
             });
         })
         .wait()
-        .map_err(|e| BridgeError::Network(format!("cannot subscribe to {key:?}: {e}")))?;
+        .map_err(|e| {
+            BridgeError::Network(format!(
+                "cannot subscribe to {key:?}: {}",
+                crate::reason(&e)
+            ))
+        })?;
     events(Event::Subscribed);
     let mut tracker = Tracker::new();
     let mut last_report = Instant::now();

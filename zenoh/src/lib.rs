@@ -112,6 +112,22 @@ impl From<shmring::Error> for BridgeError {
     }
 }
 
+/// Zenoh's error text without the source location it appends
+/// (" at /path/to/file.rs:123.").
+pub(crate) fn reason(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if let Some(at) = text.rfind(" at ") {
+        let place = text[at + 4..].trim_end_matches('.');
+        let located = place
+            .rsplit_once(".rs:")
+            .is_some_and(|(_, line)| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()));
+        if located {
+            return text[..at].to_string();
+        }
+    }
+    text
+}
+
 /// A random 64-bit number for a bridge-out session (not cryptographic:
 /// it only has to differ between runs).
 pub(crate) fn session_id() -> u64 {
@@ -122,4 +138,14 @@ pub(crate) fn session_id() -> u64 {
         h.write_u128(t.as_nanos());
     }
     h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reason_drops_the_source_location() {
+        let e = "Timeout! at /root/.cargo/registry/src/x/zenoh-1.10.2/src/net/runtime/orchestrator.rs:388.";
+        assert_eq!(super::reason(&e), "Timeout!");
+        assert_eq!(super::reason(&"meet at noon"), "meet at noon");
+    }
 }

@@ -113,8 +113,12 @@ impl NetOptions {
             ),
         ];
         for (key, value) in settings {
-            c.insert_json5(key, &value)
-                .map_err(|e| BridgeError::Config(format!("zenoh setting {key} = {value}: {e}")))?;
+            c.insert_json5(key, &value).map_err(|e| {
+                BridgeError::Config(format!(
+                    "zenoh setting {key} = {value}: {}",
+                    crate::reason(&e)
+                ))
+            })?;
         }
         Ok(c)
     }
@@ -123,17 +127,19 @@ impl NetOptions {
     pub fn open(&self) -> Result<zenoh::Session, BridgeError> {
         let config = self.config()?;
         zenoh::open(config).wait().map_err(|e| {
+            let connect = format!(
+                "cannot reach {} within {} ms",
+                self.connect.join(", "),
+                self.connect_timeout.as_millis()
+            );
+            let listen = format!("cannot listen on {}", self.listen.join(", "));
             let what = match (self.connect.is_empty(), self.listen.is_empty()) {
-                (false, _) => format!(
-                    "cannot reach {} within {} ms, or cannot listen on [{}]",
-                    self.connect.join(", "),
-                    self.connect_timeout.as_millis(),
-                    self.listen.join(", ")
-                ),
-                (true, false) => format!("cannot listen on {}", self.listen.join(", ")),
+                (false, true) => connect,
+                (false, false) => format!("{connect}, or {listen}"),
+                (true, false) => listen,
                 (true, true) => "cannot open a Zenoh session".into(),
             };
-            BridgeError::Network(format!("{what}: {e}"))
+            BridgeError::Network(format!("{what}: {}", crate::reason(&e)))
         })
     }
 }
@@ -192,7 +198,8 @@ impl Json for i64 {
 pub fn check_endpoint(e: &str) -> Result<(), BridgeError> {
     let parsed: zenoh::config::EndPoint = e.parse().map_err(|err| {
         BridgeError::Config(format!(
-            "{e:?} is not a Zenoh endpoint (expected tcp/HOST:PORT, e.g. tcp/192.0.2.7:7447): {err}"
+            "{e:?} is not a Zenoh endpoint (expected tcp/HOST:PORT, e.g. tcp/192.0.2.7:7447): {}",
+            crate::reason(&err)
         ))
     })?;
     let protocol = parsed.protocol();
@@ -210,7 +217,8 @@ pub fn check_endpoint(e: &str) -> Result<(), BridgeError> {
 pub fn key_expr(key: &str) -> Result<KeyExpr<'static>, BridgeError> {
     KeyExpr::try_from(key.to_string()).map_err(|e| {
         BridgeError::Config(format!(
-            "{key:?} is not a valid key expression (chunks separated by '/', no empty chunk, no leading or trailing '/'; '*' and '**' only as whole chunks): {e}"
+            "{key:?} is not a valid key expression (chunks separated by '/', no empty chunk, no leading or trailing '/'; '*' and '**' only as whole chunks): {}",
+            crate::reason(&e)
         ))
     })
 }

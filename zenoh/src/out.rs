@@ -107,14 +107,21 @@ pub fn run(
         .declare_publisher(key_expr)
         .congestion_control(options.qos.congestion)
         .wait()
-        .map_err(|e| BridgeError::Network(format!("cannot publish on {key:?}: {e}")))?;
+        .map_err(|e| {
+            BridgeError::Network(format!("cannot publish on {key:?}: {}", crate::reason(&e)))
+        })?;
     let matched = Arc::new(AtomicBool::new(false));
     let flag = matched.clone();
     let _listener = publisher
         .matching_listener()
         .callback(move |status| flag.store(status.matching(), Ordering::Release))
         .wait()
-        .map_err(|e| BridgeError::Network(format!("cannot watch subscribers of {key:?}: {e}")))?;
+        .map_err(|e| {
+            BridgeError::Network(format!(
+                "cannot watch subscribers of {key:?}: {}",
+                crate::reason(&e)
+            ))
+        })?;
     let session_id = crate::session_id();
     let mut attachment = wire::encode(session_id, &Identity::of_ring(&seg));
     let mut seq = 0u64;
@@ -130,7 +137,9 @@ pub fn run(
             .put(payload)
             .attachment(&*attachment)
             .wait()
-            .map_err(|e| BridgeError::Network(format!("cannot publish on {key:?}: {e}")))?;
+            .map_err(|e| {
+                BridgeError::Network(format!("cannot publish on {key:?}: {}", crate::reason(&e)))
+            })?;
         counters.published.fetch_add(1, Ordering::Relaxed);
         counters.last_seq.store(*seq, Ordering::Relaxed);
         Ok::<(), BridgeError>(())
