@@ -11,6 +11,8 @@ use shmring::{Error, Kind, Layout, SegmentOptions};
 
 mod bench;
 mod broadcast;
+#[cfg(feature = "bridge")]
+mod bridge;
 mod io;
 mod show;
 mod signals;
@@ -385,6 +387,10 @@ enum Command {
     /// Measure round trips and throughput against the hardware limit, pipes
     /// and Unix sockets, in one run.
     Bench(bench::BenchArgs),
+    /// Carry a ring's messages to other hosts over Zenoh, or from them.
+    #[cfg(feature = "bridge")]
+    #[command(subcommand)]
+    Bridge(bridge::BridgeCommand),
     /// Remove stale rings (nobody attached; never initialized or not persistent).
     Gc {
         /// Only say what would be removed.
@@ -438,6 +444,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     let dir = cli.dir;
     match cli.command {
         Command::Bench(args) => bench::run(args, &dir).map(|()| 0),
+        #[cfg(feature = "bridge")]
+        Command::Bridge(cmd) => bridge::run(cmd, &dir),
         Command::Send {
             name,
             create,

@@ -63,3 +63,4 @@ pub fn bench(extra: &[&str]) -> std::process::Output {
     assert!(left.is_empty(), "bench left {left:?}");
     out
 }
+pub mod bridge;
