@@ -368,3 +368,71 @@ fn padded_lines(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         .flat_map(|i| format!("{i}:{PAD}\n").into_bytes())
         .collect()
 }
+
+#[test]
+fn a_broadcast_ring_feeds_a_local_subscriber_and_a_bridged_remote_one_alike() {
+    const N: u64 = 20_000;
+    let dir = TestDir::new("bridge-broadcast");
+    let key = format!("shmring/test/{}", unique("broadcast"));
+    // Lossless: the publisher waits for both subscribers (the local `recv`
+    // and the bridge out), however slow.
+    let (code, _, err) = shmring(
+        &dir.path,
+        &[
+            "create",
+            "a",
+            "--kind",
+            "broadcast",
+            "--capacity",
+            "1024",
+            "--evict-after",
+            "never",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    create(&dir, "b", "1024");
+    let (out, inb, _) = bridges(&dir, "a", "b", &key);
+    let recv = |ring: &str| {
+        let rx = shmring_bin()
+            .arg("--dir")
+            .arg(&dir.path)
+            .args(["recv", ring, "--count", &N.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::spawn(move || ChildGuard(Some(rx)).output_within(LONG))
+    };
+    let remote = recv("b");
+    let local = recv("a");
+    // Both subscribers hold their roles before anything is published.
+    assert!(wait_until(LONG, || {
+        let (_, out, _) = shmring(&dir.path, &["stat", "a", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.iter().filter(|s| s["alive"] == true).count() == 2)
+    }));
+    let (mut tx, feeder) = send(&dir, "a", numbered_lines(N));
+    feeder.join().unwrap();
+    assert!(tx.wait_within(LONG).success());
+    for (what, got) in [("local", local), ("remote", remote)] {
+        let got = got.join().unwrap();
+        assert!(got.status.success(), "{what}: {got:?}");
+        let nums = numbers(&got.stdout);
+        assert!(
+            nums.iter().copied().eq(1..=N),
+            "{what}: {} lines, not 1..={N} in order",
+            nums.len()
+        );
+    }
+    let (code, log) = inb.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143), "{log:#?}");
+    let end = log.iter().find(|l| l.contains("bridge in: end:")).unwrap();
+    assert_eq!(counter(end, "gaps"), 0, "{end}");
+    let (code, _) = out.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(143));
+    remove(&dir, "a");
+    remove(&dir, "b");
+    dir.finish();
+}

@@ -293,6 +293,17 @@ impl BytesPublisher {
         BytesPublisher { core }
     }
 
+    /// Takes the publisher role of a byte broadcast ring already opened as
+    /// a [`Segment`] (tools that handle rings of any kind: the CLI, the
+    /// bridge).
+    pub fn attach(seg: Arc<Segment>) -> Result<Self> {
+        super::check_bytes(&seg)?;
+        Ok(BytesPublisher::from_core(PubCore::attach(
+            seg,
+            &Settings::default(),
+        )?))
+    }
+
     /// Largest message.
     pub fn max_len(&self) -> usize {
         self.core.ring.slot_size()

@@ -327,6 +327,18 @@ impl BytesSubscriber {
         BytesSubscriber { core }
     }
 
+    /// Takes a free subscriber role of a byte broadcast ring already opened
+    /// as a [`Segment`], starting at `start` (tools that handle rings of
+    /// any kind: the CLI, the bridge).
+    pub fn attach(seg: Arc<Segment>, start: Start) -> Result<Self> {
+        super::check_bytes(&seg)?;
+        let settings = Settings {
+            start,
+            ..Settings::default()
+        };
+        Ok(BytesSubscriber::from_core(SubCore::attach(seg, &settings)?))
+    }
+
     /// Largest message.
     pub fn max_len(&self) -> usize {
         self.core.ring.slot_size()

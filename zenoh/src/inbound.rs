@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shmring::broadcast::BytesPublisher;
 use shmring::frames::{self, FramePushError};
 use shmring::mpmc::BytesProducer;
 use shmring::wait::WaitStrategy;
@@ -63,6 +64,7 @@ pub struct Options {
 enum Sink {
     Frames(frames::Producer),
     Mpmc(BytesProducer),
+    Broadcast(BytesPublisher),
 }
 
 impl Sink {
@@ -72,8 +74,11 @@ impl Sink {
             Kind::Mpmc if identity.is_bytes() => {
                 Ok(Sink::Mpmc(BytesProducer::attach(seg.clone())?))
             }
+            Kind::Broadcast if identity.is_bytes() => {
+                Ok(Sink::Broadcast(BytesPublisher::attach(seg.clone())?))
+            }
             kind => Err(BridgeError::Unsupported(format!(
-                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC rings (what `shmring create`, `send` and `recv` use)",
+                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC and broadcast rings (what `shmring create`, `send` and `recv` use)",
                 seg.path().display()
             ))),
         }
@@ -83,6 +88,7 @@ impl Sink {
         match self {
             Sink::Frames(tx) => tx.push_timeout(msg, Some(limit)),
             Sink::Mpmc(tx) => tx.push_timeout(msg, Some(limit)),
+            Sink::Broadcast(tx) => tx.push_timeout(msg, Some(limit)).map(|_| ()),
         }
     }
 }
@@ -165,6 +171,7 @@ pub fn run(
                 match &mut new {
                     Sink::Frames(tx) => tx.set_wait_strategy(options.wait),
                     Sink::Mpmc(tx) => tx.set_wait_strategy(options.wait),
+                    Sink::Broadcast(tx) => tx.set_wait_strategy(options.wait),
                 }
                 sink.insert(new)
             }

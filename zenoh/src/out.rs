@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use shmring::broadcast::{self, BytesSubscriber, Start};
 use shmring::frames;
 use shmring::mpmc::BytesConsumer;
 use shmring::spsc::PopError;
@@ -67,6 +68,8 @@ pub struct Options {
 enum Source {
     Frames(frames::Consumer),
     Mpmc(BytesConsumer),
+    /// One subscriber of a broadcast ring, from the oldest message kept.
+    Broadcast(BytesSubscriber, Vec<u8>),
 }
 
 impl Source {
@@ -77,8 +80,12 @@ impl Source {
             Kind::Mpmc if identity.is_bytes() => {
                 Ok(Source::Mpmc(BytesConsumer::attach(seg.clone())?))
             }
+            Kind::Broadcast if identity.is_bytes() => Ok(Source::Broadcast(
+                BytesSubscriber::attach(seg.clone(), Start::Oldest)?,
+                Vec::new(),
+            )),
             kind => Err(BridgeError::Unsupported(format!(
-                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC rings (what `shmring create`, `send` and `recv` use)",
+                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC and broadcast rings (what `shmring create`, `send` and `recv` use)",
                 seg.path().display()
             ))),
         }
@@ -102,6 +109,7 @@ pub fn run(
     match &mut source {
         Source::Frames(rx) => rx.set_wait_strategy(options.wait),
         Source::Mpmc(rx) => rx.set_wait_strategy(options.wait),
+        Source::Broadcast(rx, _) => rx.set_wait_strategy(options.wait),
     }
     let publisher = session
         .declare_publisher(key_expr)
@@ -183,6 +191,18 @@ pub fn run(
                     Ok(())
                 }
                 Err(e) => Err(e),
+            },
+            Source::Broadcast(rx, buf) => match rx.pop_into_timeout(buf, Some(SLICE)) {
+                Ok(_) => {
+                    publish(buf, &mut attachment, &mut seq)?;
+                    Ok(())
+                }
+                // Missed before the bridge (lapped, or evicted while no
+                // subscriber matched): nothing to forward; go on.
+                Err(broadcast::PopError::Lagged(_) | broadcast::PopError::Evicted { .. }) => Ok(()),
+                Err(broadcast::PopError::Timeout) => Err(PopError::Timeout),
+                Err(broadcast::PopError::Disconnected) => Err(PopError::Disconnected),
+                Err(broadcast::PopError::Corrupted(w)) => Err(PopError::Corrupted(w)),
             },
         };
         match outcome {

@@ -66,7 +66,12 @@ impl Identity {
         let desc = seg.descriptor();
         let name = desc.type_name().unwrap_or_default();
         let untyped = desc.type_id == 0 && name.is_empty();
-        if untyped && matches!(layout.kind(), shmring::Kind::Frames | shmring::Kind::Mpmc) {
+        if untyped
+            && matches!(
+                layout.kind(),
+                shmring::Kind::Frames | shmring::Kind::Mpmc | shmring::Kind::Broadcast
+            )
+        {
             return Identity::bytes();
         }
         Identity {

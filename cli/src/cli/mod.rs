@@ -10,9 +10,9 @@ use shmring::segment;
 use shmring::{Error, Kind, Layout, SegmentOptions};
 
 mod bench;
-mod broadcast;
 #[cfg(feature = "bridge")]
 mod bridge;
+mod broadcast;
 mod io;
 mod show;
 mod signals;
