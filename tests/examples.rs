@@ -90,3 +90,13 @@ fn frames_carries_serialized_records_of_varying_size() {
     );
     assert!(out.contains("producer: 3000 records"), "{out}");
 }
+
+#[test]
+fn async_consumer_receives_everything_while_the_ticker_ticks() {
+    let out = run("async_consumer", &["200000"]);
+    assert!(
+        out.contains("consumer: received 200000 u64 in order"),
+        "{out}"
+    );
+    assert!(out.contains("round trip p50: async (tokio) "), "{out}");
+}

@@ -29,6 +29,24 @@ impl Waiter {
         cx: &mut Context<'_>,
         handle: &mut H,
         parts: impl Fn(&H) -> Watch,
+        attempt: impl FnMut(&mut H, bool) -> Option<R>,
+    ) -> Poll<R> {
+        // Under tokio, each message spends the task's cooperative budget,
+        // so a consumer that always finds data still lets the runtime's
+        // other tasks (timers, ...) run.
+        #[cfg(feature = "tokio")]
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let r = std::task::ready!(self.poll_unbudgeted(cx, handle, parts, attempt));
+        #[cfg(feature = "tokio")]
+        coop.made_progress();
+        Poll::Ready(r)
+    }
+
+    fn poll_unbudgeted<H: ?Sized, R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handle: &mut H,
+        parts: impl Fn(&H) -> Watch,
         mut attempt: impl FnMut(&mut H, bool) -> Option<R>,
     ) -> Poll<R> {
         let now = Instant::now();
