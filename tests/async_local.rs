@@ -323,3 +323,43 @@ fn the_readiness_fd_fires_when_an_armed_ring_has_a_message() {
         drop(sender.join().unwrap());
     });
 }
+
+#[test]
+fn tokio_select_over_two_rings_gets_every_message_once() {
+    let (mut tx_a, mut rx_a) = spsc::anonymous::<u64>(8).unwrap();
+    let (mut tx_b, mut rx_b) = spsc::anonymous::<u64>(8).unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            if i % 3 == 0 {
+                tx_b.push(i).unwrap();
+            } else {
+                tx_a.push(i).unwrap();
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = rt.block_on(async {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a_done, mut b_done) = (false, false);
+        while !(a_done && b_done) {
+            // The losing branch's future is dropped: it must take nothing.
+            tokio::select! {
+                r = rx_a.recv(), if !a_done => match r {
+                    Ok(v) => a.push(v),
+                    Err(_) => a_done = true,
+                },
+                r = rx_b.recv(), if !b_done => match r {
+                    Ok(v) => b.push(v),
+                    Err(_) => b_done = true,
+                },
+            }
+        }
+        (a, b)
+    });
+    producer.join().unwrap();
+    assert_eq!(a, (0..N).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+    assert_eq!(b, (0..N).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+}
