@@ -73,6 +73,8 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(all(feature = "async", not(loom)))]
+pub mod asynch;
 pub mod broadcast;
 pub mod error;
 pub mod frames;

@@ -555,6 +555,21 @@ pub(crate) fn futex_waitv(
     words: &[(&std::sync::atomic::AtomicU32, u32)],
     timeout: Duration,
 ) -> io::Result<FutexWait> {
+    let addrs: Vec<(*const std::sync::atomic::AtomicU32, u32)> = words
+        .iter()
+        .map(|&(w, k)| (w as *const std::sync::atomic::AtomicU32, k))
+        .collect();
+    futex_waitv_addrs(&addrs, timeout)
+}
+
+/// [`futex_waitv`] over raw addresses, for a waiter whose words may be
+/// unmapped by another thread while it waits (the async layer's waker
+/// thread). Only the kernel reads the addresses: an unmapped one makes the
+/// call fail with `EFAULT`, never a fault in this process.
+pub(crate) fn futex_waitv_addrs(
+    words: &[(*const std::sync::atomic::AtomicU32, u32)],
+    timeout: Duration,
+) -> io::Result<FutexWait> {
     #[repr(C)]
     struct FutexWaitv {
         val: u64,
@@ -567,7 +582,7 @@ pub(crate) fn futex_waitv(
         .iter()
         .map(|&(w, k)| FutexWaitv {
             val: u64::from(k),
-            uaddr: w.as_ptr() as u64,
+            uaddr: w as u64,
             flags: FUTEX2_SIZE_U32,
             reserved: 0,
         })
@@ -577,9 +592,9 @@ pub(crate) fn futex_waitv(
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_err(io::Error::from)?;
     let total = Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32) + timeout;
     let abs = relative_timespec(total);
-    // SAFETY: `list` holds the addresses of 32-bit futex words borrowed for
-    // the call (live mappings); the timespec is a local; futex_waitv only
-    // reads them. Shared (no FUTEX2_PRIVATE) futexes.
+    // SAFETY: `list` holds addresses of 32-bit futex words that the kernel
+    // only reads (an unmapped one is `EFAULT`, not a fault here); the
+    // timespec is a local. Shared (no FUTEX2_PRIVATE) futexes.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
@@ -601,4 +616,54 @@ pub(crate) fn membarrier(cmd: libc::c_int) -> io::Result<libc::c_long> {
         return Err(io::Error::last_os_error());
     }
     Ok(rc)
+}
+
+// ---------------------------------------------------------------------------
+// eventfd (the async layer's readiness fd)
+// ---------------------------------------------------------------------------
+
+/// A non-blocking, close-on-exec eventfd with counter 0.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just opened and own alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter (makes it readable). A full counter
+/// (`EAGAIN`) is already readable: not an error.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn eventfd_signal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a local buffer to a descriptor we borrow.
+    let rc = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and resets an eventfd's counter; 0 when it was not signalled.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn eventfd_drain(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u64> {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a local buffer from a descriptor
+    // we borrow.
+    let rc = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(u64::from_ne_bytes(buf))
 }

@@ -105,3 +105,13 @@ fn broadcast_gives_every_subscriber_process_every_message() {
         "{out}"
     );
 }
+
+#[test]
+fn async_consumer_receives_everything_while_the_ticker_ticks() {
+    let out = run("async_consumer", &["200000"]);
+    assert!(
+        out.contains("consumer: received 200000 u64 in order"),
+        "{out}"
+    );
+    assert!(out.contains("round trip p50: async (tokio) "), "{out}");
+}

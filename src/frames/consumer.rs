@@ -158,6 +158,40 @@ impl Consumer {
         outcome.unwrap_or(Err(PopError::Timeout))
     }
 
+    /// One poll of a waiting pop into `out` (the async layer);
+    /// `check_peer` checks the producer's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        check_peer: bool,
+    ) -> wait::Poll<std::result::Result<(), PopError>> {
+        let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
+        let found = pop_poll(check_peer, side, |side| {
+            next_frame(ring, cursor, || side.peer_gone())
+        });
+        match found {
+            wait::Poll::Ready(Ok((len, size))) => {
+                let frame = ReadChunk {
+                    consumer: self,
+                    len: len as usize,
+                    size,
+                };
+                out.clear();
+                out.extend_from_slice(&frame);
+                wait::Poll::Ready(Ok(()))
+            }
+            wait::Poll::Ready(Err(e)) => wait::Poll::Ready(Err(e)),
+            wait::Poll::Pending => wait::Poll::Pending,
+        }
+    }
+
+    /// The event a waiting pop sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.ring.data_wait(), self.side.segment())
+    }
+
     /// Consumes the frames up to position `end` (`frames` of them).
     fn consume(&mut self, end: u64, frames: u64) {
         self.frames = self.frames.wrapping_add(frames);

@@ -14,6 +14,35 @@ use crate::spsc::{flush, wake_all};
 use crate::sync::atomic::Ordering;
 use crate::wait::{self, Poll, WaitStrategy};
 
+/// One poll of a waiting reservation of a `len`-byte frame: its start,
+/// `Disconnected` once the consumer of a non-persistent ring is gone
+/// (`check_peer`: its lock is checked now), or pending while full.
+fn reserve_poll(
+    ring: &RawRing,
+    cursor: &mut ProducerCursor,
+    side: &mut Side,
+    persistent: bool,
+    len: usize,
+    check_peer: bool,
+) -> Poll<std::result::Result<u64, FramePushError>> {
+    match reserve_at(ring, cursor, len as u64) {
+        Ok(Some(start)) => Poll::Ready(Ok(start)),
+        Ok(None) => {
+            let gone = if check_peer {
+                side.peer_gone_now()
+            } else {
+                side.peer_gone()
+            };
+            if !persistent && gone {
+                Poll::Ready(Err(FramePushError::Disconnected))
+            } else {
+                Poll::Pending
+            }
+        }
+        Err(w) => Poll::Ready(Err(FramePushError::Corrupted(w))),
+    }
+}
+
 /// The producing half of a frame ring.
 pub struct Producer {
     ring: RawRing,
@@ -122,34 +151,60 @@ impl Producer {
             &mut self.side,
             self.persistent,
         );
-        let outcome =
-            wait::block_on(
-                ring.space_wait(),
-                self.strategy,
-                timeout,
-                |check_peer| match reserve_at(ring, cursor, len as u64) {
-                    Ok(Some(start)) => Poll::Ready(Ok(start)),
-                    Ok(None) => {
-                        let gone = if check_peer {
-                            side.peer_gone_now()
-                        } else {
-                            side.peer_gone()
-                        };
-                        if !persistent && gone {
-                            Poll::Ready(Err(FramePushError::Disconnected))
-                        } else {
-                            Poll::Pending
-                        }
-                    }
-                    Err(w) => Poll::Ready(Err(FramePushError::Corrupted(w))),
-                },
-            );
+        let outcome = wait::block_on(ring.space_wait(), self.strategy, timeout, |check_peer| {
+            reserve_poll(ring, cursor, side, persistent, len, check_peer)
+        });
         let start = outcome.unwrap_or(Err(FramePushError::Timeout))?;
         Ok(WriteChunk {
             producer: self,
             start,
             len,
         })
+    }
+
+    /// One poll of a waiting push of `payload` (the async layer);
+    /// `check_peer` checks the consumer's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        payload: &[u8],
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(), FramePushError>> {
+        let max = max_payload(self.ring.capacity());
+        if payload.len() as u64 > max {
+            return Poll::Ready(Err(FramePushError::TooLarge {
+                len: payload.len(),
+                max: max as usize,
+            }));
+        }
+        let polled = reserve_poll(
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+            payload.len(),
+            check_peer,
+        );
+        match polled {
+            Poll::Ready(Ok(start)) => {
+                let mut chunk = WriteChunk {
+                    producer: self,
+                    start,
+                    len: payload.len(),
+                };
+                chunk.copy_from_slice(payload);
+                chunk.commit();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The event a waiting push sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.ring.space_wait(), self.side.segment())
     }
 
     /// Copies `payload` into one frame, waiting at most `timeout` (`None`:

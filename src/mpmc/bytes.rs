@@ -11,6 +11,8 @@ use crate::message::TypeIdentity;
 use crate::ring::builder::{self, Settings};
 use crate::ring::{FramePushError, PopError, PushError};
 use crate::segment::Segment;
+#[cfg(all(feature = "async", not(loom)))]
+use crate::wait::Poll;
 use crate::wait::WaitStrategy;
 
 /// Bytes of the length prefix of a [`BytesProducer`] message.
@@ -35,6 +37,15 @@ fn check_bytes(seg: &Segment) -> Result<usize> {
         });
     }
     Ok(l.slot_size() as usize)
+}
+
+/// A claim's error as a byte message's.
+fn push_error(e: PushError<()>) -> FramePushError {
+    match e {
+        PushError::Timeout(()) => FramePushError::Timeout,
+        PushError::Disconnected(()) => FramePushError::Disconnected,
+        PushError::Corrupted((), w) => FramePushError::Corrupted(w),
+    }
 }
 
 /// A producer of variable-length byte messages (up to the slot size minus
@@ -81,21 +92,54 @@ impl BytesProducer {
         let (pos, _) = self
             .core
             .claim_write_blocking(1, timeout)
-            .map_err(|e| match e {
-                PushError::Timeout(()) => FramePushError::Timeout,
-                PushError::Disconnected(()) => FramePushError::Disconnected,
-                PushError::Corrupted((), w) => FramePushError::Corrupted(w),
-            })?;
+            .map_err(push_error)?;
+        self.write_at(pos, msg);
+        Ok(())
+    }
+
+    /// Writes `msg` (at most `max_len` bytes) into the claimed slot `pos`
+    /// and publishes it.
+    fn write_at(&mut self, pos: u64, msg: &[u8]) {
         let slot = self.core.ring.payload(pos);
         // SAFETY: the slot is claimed by us; LEN_PREFIX + msg.len() <=
-        // slot_size bytes at the payload are in bounds; unaligned writes.
+        // slot_size bytes at the payload are in bounds (the callers check
+        // msg.len() <= max_len); unaligned writes.
         unsafe {
             slot.cast::<[u8; LEN_PREFIX]>()
                 .write_unaligned((msg.len() as u32).to_le_bytes());
             std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(LEN_PREFIX), msg.len());
         }
         self.core.publish(pos, 1, false);
-        Ok(())
+    }
+
+    /// One poll of a waiting send (the async layer); `check_peer` checks
+    /// the consumers' locks now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        msg: &[u8],
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(), FramePushError>> {
+        if msg.len() > self.max_len() {
+            return Poll::Ready(Err(FramePushError::TooLarge {
+                len: msg.len(),
+                max: self.max_len(),
+            }));
+        }
+        match self.core.poll_write_one(check_peer) {
+            Poll::Ready(Ok(pos)) => {
+                self.write_at(pos, msg);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(push_error(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The event a waiting send sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (crate::wait::Event<'_>, &Arc<Segment>) {
+        self.core.wait_parts(false)
     }
 
     /// Is some consumer attached and alive right now?
@@ -181,31 +225,81 @@ impl BytesConsumer {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let (pos, _) = self.core.claim_read_blocking(1, left)?;
-            if self.core.ring.is_skip(pos) {
-                self.core.release(pos, 1);
+            if !self.released_skip(pos) {
+                return self.lend(pos);
+            }
+        }
+    }
+
+    /// Releases the claimed position `pos` if it is a skipped slot (and
+    /// says so).
+    fn released_skip(&mut self, pos: u64) -> bool {
+        let skip = self.core.ring.is_skip(pos);
+        if skip {
+            self.core.release(pos, 1);
+        }
+        skip
+    }
+
+    /// Lends the claimed message `pos` (not a skip); `Corrupted`
+    /// (released) if its length is out of range.
+    fn lend(&mut self, pos: u64) -> std::result::Result<BytesReadChunk<'_>, PopError> {
+        let slot = self.core.ring.payload(pos);
+        let mut len = [0u8; LEN_PREFIX];
+        // SAFETY: the slot is claimed by us and published; LEN_PREFIX
+        // bytes at the payload are in bounds (slot_size >= LEN_PREFIX
+        // + 1, checked at attach).
+        unsafe { std::ptr::copy_nonoverlapping(slot, len.as_mut_ptr(), LEN_PREFIX) };
+        let len = u32::from_le_bytes(len) as usize;
+        if len > self.max_len() {
+            self.core.release(pos, 1);
+            return Err(PopError::Corrupted(format!(
+                "message length {len} exceeds the slot's {} bytes",
+                self.max_len()
+            )));
+        }
+        Ok(BytesReadChunk {
+            consumer: self,
+            pos,
+            len,
+            release: true,
+        })
+    }
+
+    /// One poll of a waiting receive into `out` (the async layer);
+    /// `check_peer` checks the producers' locks now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(), PopError>> {
+        loop {
+            let pos = match self.core.poll_read_one(check_peer) {
+                Poll::Ready(Ok(pos)) => pos,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if self.released_skip(pos) {
                 continue;
             }
-            let slot = self.core.ring.payload(pos);
-            let mut len = [0u8; LEN_PREFIX];
-            // SAFETY: the slot is claimed by us and published; LEN_PREFIX
-            // bytes at the payload are in bounds (slot_size >= LEN_PREFIX
-            // + 1, checked at attach).
-            unsafe { std::ptr::copy_nonoverlapping(slot, len.as_mut_ptr(), LEN_PREFIX) };
-            let len = u32::from_le_bytes(len) as usize;
-            if len > self.max_len() {
-                self.core.release(pos, 1);
-                return Err(PopError::Corrupted(format!(
-                    "message length {len} exceeds the slot's {} bytes",
-                    self.max_len()
-                )));
-            }
-            return Ok(BytesReadChunk {
-                consumer: self,
-                pos,
-                len,
-                release: true,
-            });
+            return Poll::Ready(self.lend(pos).map(|msg| {
+                out.clear();
+                out.extend_from_slice(&msg);
+            }));
         }
+    }
+
+    /// The event a waiting receive sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (crate::wait::Event<'_>, &Arc<Segment>) {
+        self.core.wait_parts(true)
+    }
+
+    /// Is a message (or a skipped slot) ready to claim? Claims nothing.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn readable(&self) -> bool {
+        self.core.readable()
     }
 
     /// Longest message.

@@ -236,29 +236,9 @@ impl Core {
             ..
         } = self;
         let persistent = *persistent;
-        let outcome =
-            wait::block_on(
-                ring.space_wait(),
-                *strategy,
-                timeout,
-                |check_peer| match claim_write(ring, side, stuck, persistent, want, check_peer) {
-                    Ok(got) => Poll::Ready(Ok(got)),
-                    Err(TryPushError::Full(())) => {
-                        // Checked on persistent rings too: it also looks
-                        // for a truncated file (the next poll reports it).
-                        if check_peer && side.peer_gone_now() && !persistent {
-                            return Poll::Ready(Err(PushError::Disconnected(())));
-                        }
-                        Poll::Pending
-                    }
-                    Err(TryPushError::Disconnected(())) => {
-                        Poll::Ready(Err(PushError::Disconnected(())))
-                    }
-                    Err(TryPushError::Corrupted((), w)) => {
-                        Poll::Ready(Err(PushError::Corrupted((), w)))
-                    }
-                },
-            );
+        let outcome = wait::block_on(ring.space_wait(), *strategy, timeout, |check_peer| {
+            write_poll(ring, side, stuck, persistent, want, check_peer)
+        });
         outcome.unwrap_or(Err(PushError::Timeout(())))
     }
 
@@ -297,18 +277,69 @@ impl Core {
             ..
         } = self;
         let outcome = wait::block_on(ring.data_wait(), *strategy, timeout, |check_peer| {
-            let mut result = claim_read(ring, side, stuck, want, check_peer);
-            if check_peer && result == Err(TryPopError::Empty) && side.peer_gone_now() {
-                result = last_read(ring, side, stuck, want);
-            }
-            match result {
-                Ok(got) => Poll::Ready(Ok(got)),
-                Err(TryPopError::Empty) => Poll::Pending,
-                Err(TryPopError::Disconnected) => Poll::Ready(Err(PopError::Disconnected)),
-                Err(TryPopError::Corrupted(w)) => Poll::Ready(Err(PopError::Corrupted(w))),
-            }
+            read_poll(ring, side, stuck, want, check_peer)
         });
         outcome.unwrap_or(Err(PopError::Timeout))
+    }
+
+    /// One poll of a waiting claim of one published slot (the async
+    /// layer): what was taken over or put back first, then the ring.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(super) fn poll_read_one(
+        &mut self,
+        check_peer: bool,
+    ) -> Poll<std::result::Result<u64, PopError>> {
+        if self.pending.is_some()
+            && let Some((pos, _)) = self.next_pending()
+        {
+            return Poll::Ready(Ok(pos));
+        }
+        let Core {
+            ring, side, stuck, ..
+        } = self;
+        match read_poll(ring, side, stuck, 1, check_peer) {
+            Poll::Ready(r) => Poll::Ready(r.map(|(pos, _)| pos)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// One poll of a waiting claim of one free slot (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(super) fn poll_write_one(
+        &mut self,
+        check_peer: bool,
+    ) -> Poll<std::result::Result<u64, PushError<()>>> {
+        let Core {
+            ring,
+            side,
+            stuck,
+            persistent,
+            ..
+        } = self;
+        match write_poll(ring, side, stuck, *persistent, 1, check_peer) {
+            Poll::Ready(r) => Poll::Ready(r.map(|(pos, _)| pos)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The event a waiting claim sleeps on (data for consumers, space for
+    /// producers), and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(super) fn wait_parts(&self, consumer: bool) -> (wait::Event<'_>, &Arc<Segment>) {
+        let event = if consumer {
+            self.ring.data_wait()
+        } else {
+            self.ring.space_wait()
+        };
+        (event, self.side.segment())
+    }
+
+    /// Consumers: is there something to hand out without waiting (a
+    /// position taken over or put back, or a published or skipped slot
+    /// at the head)? Claims nothing.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(super) fn readable(&self) -> bool {
+        self.pending.is_some() || self.ring.head_settled()
     }
 
     #[inline]
@@ -468,6 +499,54 @@ fn lost_or(side: &Side, what: String) -> String {
         memory_lost()
     } else {
         what
+    }
+}
+
+/// One poll of a waiting claim for writing: `Disconnected` once every
+/// consumer of a non-persistent ring is gone (`check_peer`: their locks
+/// are checked now), pending while full.
+fn write_poll(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    persistent: bool,
+    want: u64,
+    check_peer: bool,
+) -> Poll<std::result::Result<(u64, u64), PushError<()>>> {
+    match claim_write(ring, side, stuck, persistent, want, check_peer) {
+        Ok(got) => Poll::Ready(Ok(got)),
+        Err(TryPushError::Full(())) => {
+            // Checked on persistent rings too: it also looks for a
+            // truncated file (the next poll reports it).
+            if check_peer && side.peer_gone_now() && !persistent {
+                return Poll::Ready(Err(PushError::Disconnected(())));
+            }
+            Poll::Pending
+        }
+        Err(TryPushError::Disconnected(())) => Poll::Ready(Err(PushError::Disconnected(()))),
+        Err(TryPushError::Corrupted((), w)) => Poll::Ready(Err(PushError::Corrupted((), w))),
+    }
+}
+
+/// One poll of a waiting claim for reading: `Disconnected` once every
+/// producer is gone (`check_peer`: their locks are checked now) and the
+/// ring is drained, pending while empty.
+fn read_poll(
+    ring: &RawMpmc,
+    side: &mut Side,
+    stuck: &mut Stuck,
+    want: u64,
+    check_peer: bool,
+) -> Poll<std::result::Result<(u64, u64), PopError>> {
+    let mut result = claim_read(ring, side, stuck, want, check_peer);
+    if check_peer && result == Err(TryPopError::Empty) && side.peer_gone_now() {
+        result = last_read(ring, side, stuck, want);
+    }
+    match result {
+        Ok(got) => Poll::Ready(Ok(got)),
+        Err(TryPopError::Empty) => Poll::Pending,
+        Err(TryPopError::Disconnected) => Poll::Ready(Err(PopError::Disconnected)),
+        Err(TryPopError::Corrupted(w)) => Poll::Ready(Err(PopError::Corrupted(w))),
     }
 }
 

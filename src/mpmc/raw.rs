@@ -406,6 +406,20 @@ impl RawMpmc {
         self.seq(pos).load(Ordering::Acquire) & POS == pos.wrapping_add(1)
     }
 
+    /// Is the slot at the head settled: published (or skipped) rather than
+    /// still waiting for its producer? A hint for readiness (claims
+    /// nothing; a consumer's claim decides).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn head_settled(&self) -> bool {
+        // Acquire: pairs with the consumers' claiming CAS and the
+        // producers' release publish.
+        let h = self.head().load(Ordering::Acquire);
+        if h > POS - 2 * self.capacity {
+            return true; // out of range: the claim reports it
+        }
+        self.seq(h).load(Ordering::Acquire) != h
+    }
+
     /// Messages published or being written (`tail - head`), or `None` if
     /// the indices are inconsistent.
     pub(crate) fn len(&self) -> Option<u64> {

@@ -15,6 +15,8 @@ use crate::message::{Message, TypeIdentity};
 use crate::ring::builder::{self, Settings};
 use crate::ring::{PopError, PushError, TryPopError, TryPushError};
 use crate::segment::Segment;
+#[cfg(all(feature = "async", not(loom)))]
+use crate::wait::Poll;
 use crate::wait::WaitStrategy;
 
 /// A producing handle on an MPMC ring of `T`. Each holds one of the ring's
@@ -107,6 +109,37 @@ impl<T: Pod> Producer<T> {
             Err(PushError::Disconnected(())) => Err(PushError::Disconnected(value)),
             Err(PushError::Corrupted((), w)) => Err(PushError::Corrupted(value, w)),
         }
+    }
+
+    /// One poll of a waiting push (the async layer): `Err(value)` while
+    /// full; `check_peer` checks the consumers' locks now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        value: T,
+        check_peer: bool,
+    ) -> std::result::Result<std::result::Result<(), PushError<T>>, T> {
+        match self.core.poll_write_one(check_peer) {
+            Poll::Ready(Ok(pos)) => {
+                self.write(pos, value);
+                self.core.publish(pos, 1, false);
+                Ok(Ok(()))
+            }
+            Poll::Ready(Err(PushError::Timeout(()))) => Ok(Err(PushError::Timeout(value))),
+            Poll::Ready(Err(PushError::Disconnected(()))) => {
+                Ok(Err(PushError::Disconnected(value)))
+            }
+            Poll::Ready(Err(PushError::Corrupted((), w))) => {
+                Ok(Err(PushError::Corrupted(value, w)))
+            }
+            Poll::Pending => Err(value),
+        }
+    }
+
+    /// The event a waiting push sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (crate::wait::Event<'_>, &Arc<Segment>) {
+        self.core.wait_parts(false)
     }
 
     /// Pushes as many of `values` as there are free consecutive slots, with
@@ -337,6 +370,35 @@ impl<T: Pod> Consumer<T> {
                 return Ok(value);
             }
         }
+    }
+
+    /// One poll of a waiting pop (the async layer); `check_peer` checks
+    /// the producers' locks now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop(&mut self, check_peer: bool) -> Poll<std::result::Result<T, PopError>> {
+        loop {
+            match self.core.poll_read_one(check_peer) {
+                Poll::Ready(Ok(pos)) => {
+                    if let Some(value) = self.take_one(pos) {
+                        return Poll::Ready(Ok(value));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The event a waiting pop sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (crate::wait::Event<'_>, &Arc<Segment>) {
+        self.core.wait_parts(true)
+    }
+
+    /// Is a message (or a skipped slot) ready to claim? Claims nothing.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn readable(&self) -> bool {
+        self.core.readable()
     }
 
     /// Takes up to `out.len()` consecutive published messages with one

@@ -108,6 +108,23 @@ impl<T: Pod> Consumer<T> {
         outcome.unwrap_or(Err(PopError::Timeout))
     }
 
+    /// One poll of a waiting pop (the async layer); `check_peer` checks
+    /// the producer's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop(
+        &mut self,
+        check_peer: bool,
+    ) -> wait::Poll<std::result::Result<T, PopError>> {
+        let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
+        pop_poll(check_peer, side, |side| pop_one::<T>(ring, cursor, side))
+    }
+
+    /// The event a waiting pop sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.ring.data_wait(), self.side.segment())
+    }
+
     /// Takes up to `out.len()` messages with one index update; returns how
     /// many. `Empty`/`Disconnected` if there were none.
     pub fn pop_into(&mut self, out: &mut [T]) -> std::result::Result<usize, TryPopError> {

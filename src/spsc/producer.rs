@@ -56,6 +56,32 @@ fn push_one<T: Pod>(
     Ok(())
 }
 
+/// One poll of a waiting push: `Ok` with the outcome once decided,
+/// `Err(value)` while the ring is full. `check_peer`: look at the
+/// consumer's lock now (a dead consumer cannot wake us).
+fn push_poll<T: Pod>(
+    ring: &RawRing,
+    cursor: &mut ProducerCursor,
+    side: &mut Side,
+    persistent: bool,
+    value: T,
+    check_peer: bool,
+) -> std::result::Result<std::result::Result<(), PushError<T>>, T> {
+    match push_one(ring, cursor, side, persistent, value) {
+        Ok(()) => Ok(Ok(())),
+        Err(TryPushError::Full(v)) => {
+            // Checked on persistent rings too: it also looks for a
+            // truncated file (the next poll reports it).
+            if check_peer && side.peer_gone_now() && !persistent {
+                return Ok(Err(PushError::Disconnected(v)));
+            }
+            Err(v)
+        }
+        Err(TryPushError::Disconnected(v)) => Ok(Err(PushError::Disconnected(v))),
+        Err(TryPushError::Corrupted(v, w)) => Ok(Err(PushError::Corrupted(v, w))),
+    }
+}
+
 impl<T: Message> Producer<T> {
     crate::ring::builder::entry_points!("its producer", "messages");
 
@@ -138,19 +164,12 @@ impl<T: Pod> Producer<T> {
             let Some(v) = slot.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match push_one(ring, cursor, side, persistent, v) {
-                Ok(()) => Poll::Ready(Ok(())),
-                Err(TryPushError::Full(v)) => {
-                    // Checked on persistent rings too: it also looks for a
-                    // truncated file (the next poll reports it).
-                    if check_peer && side.peer_gone_now() && !persistent {
-                        return Poll::Ready(Err(PushError::Disconnected(v)));
-                    }
+            match push_poll(ring, cursor, side, persistent, v, check_peer) {
+                Ok(done) => Poll::Ready(done),
+                Err(v) => {
                     slot = Some(v);
                     Poll::Pending
                 }
-                Err(TryPushError::Disconnected(v)) => Poll::Ready(Err(PushError::Disconnected(v))),
-                Err(TryPushError::Corrupted(v, w)) => Poll::Ready(Err(PushError::Corrupted(v, w))),
             }
         });
         match outcome {
@@ -159,6 +178,30 @@ impl<T: Pod> Producer<T> {
                 slot.take().expect("value kept while pending"),
             )),
         }
+    }
+
+    /// One poll of a waiting push (the async layer): `Err(value)` while
+    /// full; `check_peer` checks the consumer's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        value: T,
+        check_peer: bool,
+    ) -> std::result::Result<std::result::Result<(), PushError<T>>, T> {
+        push_poll(
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            self.persistent,
+            value,
+            check_peer,
+        )
+    }
+
+    /// The event a waiting push sleeps on, and the segment that holds it.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.ring.space_wait(), self.side.segment())
     }
 
     /// Pushes as many of `values` as fit, with one index update. Returns how
