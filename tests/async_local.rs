@@ -363,3 +363,43 @@ fn tokio_select_over_two_rings_gets_every_message_once() {
     assert_eq!(a, (0..N).filter(|i| i % 3 != 0).collect::<Vec<_>>());
     assert_eq!(b, (0..N).filter(|i| i % 3 == 0).collect::<Vec<_>>());
 }
+
+#[test]
+fn broadcast_publisher_and_two_async_subscribers_every_message_to_each() {
+    use shmring::broadcast::{Overflow, PopError, Publisher, Subscriber};
+    let dir = TestDir::new("async-bcast");
+    // Block mode on 4 slots: the publisher's send waits for both
+    // subscribers, and each subscriber's recv waits for the publisher.
+    let mut tx = Publisher::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(4)
+        .overflow(Overflow::Block { evict_after: None })
+        .create()
+        .unwrap();
+    let subs: Vec<Subscriber<u64>> = (0..2)
+        .map(|_| Subscriber::<u64>::builder("r").dir(&dir.path).open().unwrap())
+        .collect();
+    let rt = runtime();
+    rt.block_on(async move {
+        let readers: Vec<_> = subs
+            .into_iter()
+            .map(|mut rx| {
+                tokio::spawn(async move {
+                    for i in 0..N {
+                        assert_eq!(rx.recv().await.unwrap(), (i, i * 3));
+                    }
+                    // The publisher is gone and everything read.
+                    assert_eq!(rx.recv().await, Err(PopError::Disconnected));
+                })
+            })
+            .collect();
+        for i in 0..N {
+            tx.send(i * 3).await.unwrap();
+        }
+        drop(tx);
+        for r in readers {
+            r.await.unwrap();
+        }
+    });
+    dir.finish();
+}

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use super::waker::{self, Target, Ticket, Watch};
 use super::{AsyncConsumer, AsyncProducer};
-use crate::ring::PopError;
 use crate::wait::PEER_CHECK_INTERVAL;
 
 /// A waiter's registration with the waker thread, and when it next checks
@@ -118,7 +117,7 @@ impl<'a, C: AsyncConsumer + ?Sized> Recv<'a, C> {
 }
 
 impl<C: AsyncConsumer + ?Sized> Future for Recv<'_, C> {
-    type Output = Result<C::Item, PopError>;
+    type Output = Result<C::Item, C::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -154,7 +153,7 @@ impl<'a, C: AsyncConsumer + ?Sized> RecvStream<'a, C> {
 }
 
 impl<C: AsyncConsumer + ?Sized> futures_core::Stream for RecvStream<'_, C> {
-    type Item = Result<C::Item, PopError>;
+    type Item = Result<C::Item, C::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -164,7 +163,7 @@ impl<C: AsyncConsumer + ?Sized> futures_core::Stream for RecvStream<'_, C> {
         let r = std::task::ready!(this.waiter.poll(cx, this.consumer, watch_of, |c, check| {
             c.__poll_recv(check)
         }));
-        this.done = r.is_err();
+        this.done = r.as_ref().err().is_some_and(C::__is_final);
         Poll::Ready(Some(r))
     }
 }

@@ -2,19 +2,20 @@
 //! delegates to the kind's own one-poll function (the one its blocking
 //! calls run) and names its eventcount.
 //!
-//! A new kind (broadcast) adds its impls here: `__poll_recv` /
-//! `__poll_send` from its wait-loop poll, `__wait_parts` from its data or
-//! space event, `__is_ready` from a look that claims nothing.
+//! A kind adds its impls here: `__poll_recv` / `__poll_send` from its
+//! wait-loop poll, `__wait_parts` from its data or space event,
+//! `__is_ready` from a look that claims nothing.
 
 use std::sync::Arc;
 
 use bytemuck::Pod;
 
 use super::{AsyncConsumer, AsyncProducer, sealed::Sealed};
+use crate::message::Message;
 use crate::ring::{FramePushError, PopError, PushError};
 use crate::segment::Segment;
 use crate::wait::{self, ReadyEvent, Selectable};
-use crate::{frames, mpmc, spsc};
+use crate::{broadcast, frames, mpmc, spsc};
 
 fn ready<R>(p: wait::Poll<R>) -> Option<R> {
     match p {
@@ -52,6 +53,7 @@ macro_rules! consumer {
         impl<$($g)*> Sealed for $ty {}
         impl<$($g)*> AsyncConsumer for $ty {
             type Item = $item;
+            type Error = PopError;
             fn __poll_recv(&mut self, $check: bool) -> Option<Result<$item, PopError>> {
                 let $h = self;
                 $poll
@@ -111,5 +113,41 @@ impl<T: Pod> Sealed for mpmc::Producer<T> {}
 producer!([T: Pod] mpmc::Producer<T>, T, PushError<T>, |h, v, check| h.poll_push(v, check));
 impl Sealed for mpmc::BytesProducer {}
 producer!(['a] mpmc::BytesProducer, &'a [u8], FramePushError, |h, v, check| {
+    bytes_sent(v, h.poll_push(v, check))
+});
+
+/// Broadcast subscribers: each message with its sequence number; a lap or
+/// an eviction is reported and the stream goes on.
+macro_rules! subscriber {
+    ([$($g:tt)*] $ty:ty, $item:ty) => {
+        impl<$($g)*> Sealed for $ty {}
+        impl<$($g)*> AsyncConsumer for $ty {
+            type Item = $item;
+            type Error = broadcast::PopError;
+            fn __poll_recv(&mut self, check: bool) -> Option<Result<$item, broadcast::PopError>> {
+                ready(self.poll_pop(check))
+            }
+            fn __is_final(e: &broadcast::PopError) -> bool {
+                matches!(
+                    e,
+                    broadcast::PopError::Disconnected | broadcast::PopError::Corrupted(_)
+                )
+            }
+            fn __is_ready(&mut self) -> bool {
+                Selectable::is_ready(self)
+            }
+            fn __wait_parts(&self) -> (ReadyEvent<'_>, &Arc<Segment>) {
+                parts(self.wait_parts())
+            }
+        }
+    };
+}
+subscriber!([T: Message] broadcast::Subscriber<T>, (u64, T));
+subscriber!([] broadcast::BytesSubscriber, (u64, Vec<u8>));
+
+impl<T: Message> Sealed for broadcast::Publisher<T> {}
+producer!([T: Message] broadcast::Publisher<T>, T, PushError<T>, |h, v, check| h.poll_push(v, check));
+impl Sealed for broadcast::BytesPublisher {}
+producer!(['a] broadcast::BytesPublisher, &'a [u8], FramePushError, |h, v, check| {
     bytes_sent(v, h.poll_push(v, check))
 });

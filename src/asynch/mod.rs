@@ -75,6 +75,7 @@ pub use readiness::Readiness;
 
 use std::sync::Arc;
 
+#[cfg(doc)]
 use crate::ring::PopError;
 use crate::segment::Segment;
 #[cfg(doc)]
@@ -88,8 +89,14 @@ mod sealed {
 
 /// A consuming handle that can be awaited: every consumer kind.
 pub trait AsyncConsumer: sealed::Sealed {
-    /// What one receive yields: a message `T`, or a frame's bytes.
+    /// What one receive yields: a message `T`, or a frame's bytes (with
+    /// its sequence number on broadcast rings).
     type Item;
+
+    /// Why a receive yielded no message: [`PopError`], or
+    /// [`crate::broadcast::PopError`] for broadcast subscribers (which also
+    /// say how many messages they missed, and go on).
+    type Error;
 
     /// The next message; `Err(Disconnected)` once the producers are gone
     /// and the ring is drained. Cancel-safe (see the module docs).
@@ -98,7 +105,8 @@ pub trait AsyncConsumer: sealed::Sealed {
     }
 
     /// Every message as a [`Stream`](futures_core::Stream), ending after
-    /// yielding `Disconnected` (or `Corrupted`) once.
+    /// yielding `Disconnected` (or `Corrupted`) once (a broadcast
+    /// subscriber's `Lagged`/`Evicted` are yielded and the stream goes on).
     fn stream(&mut self) -> RecvStream<'_, Self> {
         RecvStream::new(self)
     }
@@ -106,7 +114,13 @@ pub trait AsyncConsumer: sealed::Sealed {
     /// The kind's non-blocking poll: `Some` when done; `check_peer` asks
     /// it to check its peers' liveness now (system calls).
     #[doc(hidden)]
-    fn __poll_recv(&mut self, check_peer: bool) -> Option<Result<Self::Item, PopError>>;
+    fn __poll_recv(&mut self, check_peer: bool) -> Option<Result<Self::Item, Self::Error>>;
+
+    /// Does this error end the stream (the ring is finished)?
+    #[doc(hidden)]
+    fn __is_final(_error: &Self::Error) -> bool {
+        true
+    }
 
     /// Is something ready (or the ring finished) without taking it? A hint
     /// for [`Readiness`].

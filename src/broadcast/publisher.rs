@@ -240,6 +240,30 @@ impl<T: Message> Publisher<T> {
         self.core.next_seq()
     }
 
+    /// One poll of a waiting push (the async layer): `Err(value)` while
+    /// full; `check_peer` checks the blocking subscribers' locks now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        value: T,
+        check_peer: bool,
+    ) -> std::result::Result<std::result::Result<(), PushError<T>>, T> {
+        match self.core.room(check_peer) {
+            Ok(()) => {
+                self.core.publish(bytemuck::bytes_of(&value));
+                Ok(Ok(()))
+            }
+            Err(Blocked::Full) => Err(value),
+            Err(Blocked::Corrupted(w)) => Ok(Err(PushError::Corrupted(value, w))),
+        }
+    }
+
+    /// The space eventcount and the segment (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.core.ring.space_wait(), self.core.side.segment())
+    }
+
     /// How blocking calls wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.core.strategy = strategy;
@@ -346,6 +370,35 @@ impl BytesPublisher {
     /// Sequence number the next message will get.
     pub fn next_seq(&self) -> u64 {
         self.core.next_seq()
+    }
+
+    /// One poll of a waiting push (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_push(
+        &mut self,
+        msg: &[u8],
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(), FramePushError>> {
+        if msg.len() > self.max_len() {
+            return Poll::Ready(Err(FramePushError::TooLarge {
+                len: msg.len(),
+                max: self.max_len(),
+            }));
+        }
+        match self.core.room(check_peer) {
+            Ok(()) => {
+                self.core.publish(msg);
+                Poll::Ready(Ok(()))
+            }
+            Err(Blocked::Full) => Poll::Pending,
+            Err(Blocked::Corrupted(w)) => Poll::Ready(Err(FramePushError::Corrupted(w))),
+        }
+    }
+
+    /// The space eventcount and the segment (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.core.ring.space_wait(), self.core.side.segment())
     }
 
     /// How blocking calls wait.

@@ -270,6 +270,34 @@ impl<T: Message> Subscriber<T> {
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.core.strategy = strategy;
     }
+
+    /// One poll of a waiting pop (the async layer); `check_peer` checks
+    /// the publisher's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop(
+        &mut self,
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(u64, T), PopError>> {
+        let mut value = T::zeroed();
+        match self
+            .core
+            .try_read_or_gone(bytemuck::bytes_of_mut(&mut value), check_peer)
+        {
+            Err(TryPopError::Empty) => Poll::Pending,
+            Ok((seq, n)) => Poll::Ready(
+                check_len::<T>(seq, n)
+                    .map(|()| (seq, value))
+                    .map_err(PopError::Corrupted),
+            ),
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// The data eventcount and the segment (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.core.ring.data_wait(), self.core.side.segment())
+    }
 }
 
 /// `select` over subscribers: ready when a pop would not say `Empty`.
@@ -393,6 +421,30 @@ impl BytesSubscriber {
     /// How blocking calls wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.core.strategy = strategy;
+    }
+
+    /// One poll of a waiting pop (the async layer); `check_peer` checks
+    /// the publisher's lock now.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn poll_pop(
+        &mut self,
+        check_peer: bool,
+    ) -> Poll<std::result::Result<(u64, Vec<u8>), PopError>> {
+        let mut buf = vec![0; self.max_len()];
+        match self.core.try_read_or_gone(&mut buf, check_peer) {
+            Err(TryPopError::Empty) => Poll::Pending,
+            Ok((seq, n)) => {
+                buf.truncate(n);
+                Poll::Ready(Ok((seq, buf)))
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// The data eventcount and the segment (the async layer).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn wait_parts(&self) -> (wait::Event<'_>, &Arc<Segment>) {
+        (self.core.ring.data_wait(), self.core.side.segment())
     }
 }
 
