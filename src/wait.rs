@@ -223,15 +223,17 @@ impl std::fmt::Debug for ReadyEvent<'_> {
     }
 }
 
-/// A consumer that [`select`] can wait on. Implemented by the typed and the
-/// frame consumers.
+/// A ring handle that [`select`] can wait on: every consumer kind (ready:
+/// a message is there), and the producers (ready: there is room), so one
+/// `select` can wait for data on some rings and for space on others.
 #[cfg(not(loom))]
 pub trait Selectable {
     /// Is a message ready (or the ring finished: producer gone and drained,
     /// or corrupted), without taking anything? The next pop or read says
     /// which.
     fn is_ready(&mut self) -> bool;
-    /// Has the producer gone (checked now, one system call)?
+    /// Has the peer gone (checked now, one system call per peer)? For a
+    /// consumer its producers, for a producer its consumers.
     fn producer_gone(&self) -> bool;
     /// The event `select` sleeps on.
     fn ready_event(&self) -> ReadyEvent<'_>;

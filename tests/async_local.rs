@@ -377,7 +377,12 @@ fn broadcast_publisher_and_two_async_subscribers_every_message_to_each() {
         .create()
         .unwrap();
     let subs: Vec<Subscriber<u64>> = (0..2)
-        .map(|_| Subscriber::<u64>::builder("r").dir(&dir.path).open().unwrap())
+        .map(|_| {
+            Subscriber::<u64>::builder("r")
+                .dir(&dir.path)
+                .open()
+                .unwrap()
+        })
         .collect();
     let rt = runtime();
     rt.block_on(async move {

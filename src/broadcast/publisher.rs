@@ -425,3 +425,20 @@ impl std::fmt::Debug for BytesPublisher {
             .finish_non_exhaustive()
     }
 }
+
+/// `select` waits for room as well as for data: ready when a push would
+/// not wait (always, on an `overwrite` ring).
+impl<T: Message> wait::Selectable for Publisher<T> {
+    fn is_ready(&mut self) -> bool {
+        !matches!(self.core.room(false), Err(Blocked::Full))
+    }
+
+    fn producer_gone(&self) -> bool {
+        // A publisher has no single peer to lose: it never reports one gone.
+        false
+    }
+
+    fn ready_event(&self) -> wait::ReadyEvent<'_> {
+        wait::ReadyEvent(self.core.ring.space_wait())
+    }
+}

@@ -347,3 +347,22 @@ impl std::ops::DerefMut for WriteChunk<'_> {
         }
     }
 }
+
+/// `select` waits for room as well as for data: ready when a frame of a
+/// few bytes would fit (or the consumer of a non-persistent ring is gone).
+#[cfg(not(loom))]
+impl wait::Selectable for Producer {
+    fn is_ready(&mut self) -> bool {
+        const SMALL_FRAME: u64 = 16;
+        !matches!(self.cursor.free(&self.ring, SMALL_FRAME), Ok(f) if f < SMALL_FRAME)
+            || (!self.persistent && self.side.peer_gone())
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> wait::ReadyEvent<'_> {
+        wait::ReadyEvent(self.ring.space_wait())
+    }
+}

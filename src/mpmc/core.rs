@@ -337,7 +337,7 @@ impl Core {
     /// Consumers: is there something to hand out without waiting (a
     /// position taken over or put back, or a published or skipped slot
     /// at the head)? Claims nothing.
-    #[cfg(all(feature = "async", not(loom)))]
+    #[cfg(not(loom))]
     pub(super) fn readable(&self) -> bool {
         self.pending.is_some() || self.ring.head_settled()
     }

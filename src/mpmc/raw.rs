@@ -409,7 +409,7 @@ impl RawMpmc {
     /// Is the slot at the head settled: published (or skipped) rather than
     /// still waiting for its producer? A hint for readiness (claims
     /// nothing; a consumer's claim decides).
-    #[cfg(all(feature = "async", not(loom)))]
+    #[cfg(not(loom))]
     pub(crate) fn head_settled(&self) -> bool {
         // Acquire: pairs with the consumers' claiming CAS and the
         // producers' release publish.

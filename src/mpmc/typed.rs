@@ -156,6 +156,32 @@ impl<T: Pod> Producer<T> {
         Ok(n as usize)
     }
 
+    /// Pushes as many of `values` as fit with one claim, waiting at most
+    /// `timeout` (`None`: no limit) for room for the first; returns how
+    /// many were pushed.
+    pub fn push_slice_timeout(
+        &mut self,
+        values: &[T],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<usize, PushError<()>> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        // A second view of the ring, so the wait's event does not borrow
+        // the handle the attempts need.
+        let ring = super::raw::RawMpmc::new(self.core.side.segment())
+            .map_err(|e| PushError::Corrupted((), e.to_string()))?;
+        let strategy = self.core.strategy;
+        crate::ring::push_batch_blocking(ring.space_wait(), strategy, timeout, |check| {
+            let (pos, n) = self.core.claim_write(values.len() as u64, check)?;
+            for (i, v) in values.iter().take(n as usize).enumerate() {
+                self.write(pos + i as u64, *v);
+            }
+            self.core.publish(pos, n, false);
+            Ok(n as usize)
+        })
+    }
+
     /// Claims one slot to fill in place (zero-copy); nothing is visible to
     /// consumers until [`WriteChunk::commit`]. Dropping the chunk
     /// uncommitted publishes nothing (the slot is published as skipped,
@@ -396,7 +422,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Is a message (or a skipped slot) ready to claim? Claims nothing.
-    #[cfg(all(feature = "async", not(loom)))]
+    #[cfg(not(loom))]
     pub(crate) fn readable(&self) -> bool {
         self.core.readable()
     }
@@ -409,6 +435,25 @@ impl<T: Pod> Consumer<T> {
         }
         let (pos, n) = self.core.claim_read(out.len() as u64, false)?;
         Ok(self.take(pos, n, out))
+    }
+
+    /// Takes up to `out.len()` messages with one claim, waiting at most
+    /// `timeout` (`None`: no limit) for the first; returns how many.
+    pub fn pop_into_timeout(
+        &mut self,
+        out: &mut [T],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<usize, PopError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let ring = super::raw::RawMpmc::new(self.core.side.segment())
+            .map_err(|e| PopError::Corrupted(e.to_string()))?;
+        let strategy = self.core.strategy;
+        crate::ring::pop_batch_blocking(ring.data_wait(), strategy, timeout, |check| {
+            let (pos, n) = self.core.claim_read(out.len() as u64, check)?;
+            Ok(self.take(pos, n, out))
+        })
     }
 
     /// Claims the next message and lends it in place (zero-copy); it is
@@ -495,5 +540,41 @@ impl<T: Pod> std::fmt::Debug for ReadChunk<'_, T> {
 impl<T: Pod> Drop for ReadChunk<'_, T> {
     fn drop(&mut self) {
         self.consumer.core.release(self.pos, 1);
+    }
+}
+
+/// `select` over MPMC consumers: ready when a message is published (or the
+/// producers are gone).
+#[cfg(not(loom))]
+impl<T: Pod> crate::wait::Selectable for Consumer<T> {
+    fn is_ready(&mut self) -> bool {
+        self.readable() || self.core.side.peer_gone()
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.core.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> crate::wait::ReadyEvent<'_> {
+        crate::wait::ReadyEvent(self.core.ring.data_wait())
+    }
+}
+
+/// `select` waits for room as well as for data: ready when the ring is not
+/// full (or the consumers of a non-persistent ring are gone).
+#[cfg(not(loom))]
+impl<T: Pod> crate::wait::Selectable for Producer<T> {
+    fn is_ready(&mut self) -> bool {
+        let ring = &self.core.ring;
+        ring.len().is_none_or(|used| used < ring.capacity())
+            || (!self.core.persistent && self.core.side.peer_gone())
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.core.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> crate::wait::ReadyEvent<'_> {
+        crate::wait::ReadyEvent(self.core.ring.space_wait())
     }
 }

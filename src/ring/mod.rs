@@ -288,3 +288,40 @@ pub(crate) fn pop_poll<R>(
         other => other,
     }
 }
+
+/// The blocking form of a batch pop: runs `attempt(check_peer)` (a
+/// non-blocking batch pop that checks the producers' locks when asked)
+/// until it takes something, waiting on `event` by `strategy` for at most
+/// `timeout`.
+pub(crate) fn pop_batch_blocking<R>(
+    event: crate::wait::Event<'_>,
+    strategy: crate::wait::WaitStrategy,
+    timeout: Option<std::time::Duration>,
+    mut attempt: impl FnMut(bool) -> std::result::Result<R, TryPopError>,
+) -> std::result::Result<R, PopError> {
+    let outcome = crate::wait::block_on(event, strategy, timeout, |check| match attempt(check) {
+        Err(TryPopError::Empty) => Poll::Pending,
+        Ok(r) => Poll::Ready(Ok(r)),
+        Err(TryPopError::Disconnected) => Poll::Ready(Err(PopError::Disconnected)),
+        Err(TryPopError::Corrupted(w)) => Poll::Ready(Err(PopError::Corrupted(w))),
+    });
+    outcome.unwrap_or(Err(PopError::Timeout))
+}
+
+/// The blocking form of a batch push: runs `attempt(check_peer)` until it
+/// pushes something, waiting on `event` by `strategy` for at most
+/// `timeout`.
+pub(crate) fn push_batch_blocking(
+    event: crate::wait::Event<'_>,
+    strategy: crate::wait::WaitStrategy,
+    timeout: Option<std::time::Duration>,
+    mut attempt: impl FnMut(bool) -> std::result::Result<usize, TryPushError<()>>,
+) -> std::result::Result<usize, PushError<()>> {
+    let outcome = crate::wait::block_on(event, strategy, timeout, |check| match attempt(check) {
+        Err(TryPushError::Full(())) => Poll::Pending,
+        Ok(n) => Poll::Ready(Ok(n)),
+        Err(TryPushError::Disconnected(())) => Poll::Ready(Err(PushError::Disconnected(()))),
+        Err(TryPushError::Corrupted((), w)) => Poll::Ready(Err(PushError::Corrupted((), w))),
+    });
+    outcome.unwrap_or(Err(PushError::Timeout(())))
+}

@@ -154,6 +154,38 @@ impl<T: Pod> Consumer<T> {
         Ok(n)
     }
 
+    /// Takes up to `out.len()` messages with one index update, waiting at
+    /// most `timeout` (`None`: no limit) for the first; returns how many.
+    pub fn pop_into_timeout(
+        &mut self,
+        out: &mut [T],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<usize, PopError> {
+        match self.pop_into(out) {
+            Err(TryPopError::Empty) => {}
+            Ok(n) => return Ok(n),
+            Err(TryPopError::Disconnected) => return Err(PopError::Disconnected),
+            Err(TryPopError::Corrupted(w)) => return Err(PopError::Corrupted(w)),
+        }
+        // A second view of the ring, so the wait's event does not borrow
+        // the handle the attempts need.
+        let ring =
+            RawRing::new(self.side.segment()).map_err(|e| PopError::Corrupted(e.to_string()))?;
+        let strategy = self.strategy;
+        crate::ring::pop_batch_blocking(ring.data_wait(), strategy, timeout, |check| {
+            match self.pop_into(out) {
+                Err(TryPopError::Empty) if check && self.side.peer_gone_now() => {
+                    // Gone: what it published just before is still taken.
+                    match self.pop_into(out) {
+                        Err(TryPopError::Empty) => Err(TryPopError::Disconnected),
+                        other => other,
+                    }
+                }
+                other => other,
+            }
+        })
+    }
+
     /// A zero-copy view of up to `n` published messages, contiguous in
     /// memory (shorter than asked at the wrap). [`ReadChunk::release`]
     /// consumes the first few and keeps the rest; dropping the chunk

@@ -238,6 +238,37 @@ impl<T: Pod> Producer<T> {
         Ok(n)
     }
 
+    /// Pushes as many of `values` as fit with one index update, waiting at
+    /// most `timeout` (`None`: no limit) for room for the first; returns
+    /// how many were pushed.
+    pub fn push_slice_timeout(
+        &mut self,
+        values: &[T],
+        timeout: Option<Duration>,
+    ) -> std::result::Result<usize, PushError<()>> {
+        match self.push_slice(values) {
+            Err(TryPushError::Full(())) => {}
+            Ok(n) => return Ok(n),
+            Err(TryPushError::Disconnected(())) => return Err(PushError::Disconnected(())),
+            Err(TryPushError::Corrupted((), w)) => return Err(PushError::Corrupted((), w)),
+        }
+        // A second view of the ring, so the wait's event does not borrow
+        // the handle the attempts need.
+        let ring = RawRing::new(self.side.segment())
+            .map_err(|e| PushError::Corrupted((), e.to_string()))?;
+        let strategy = self.strategy;
+        crate::ring::push_batch_blocking(ring.space_wait(), strategy, timeout, |check| {
+            match self.push_slice(values) {
+                Err(TryPushError::Full(()))
+                    if check && !self.persistent && self.side.peer_gone_now() =>
+                {
+                    Err(TryPushError::Disconnected(()))
+                }
+                other => other,
+            }
+        })
+    }
+
     /// A zero-copy grant of up to `n` free slots, contiguous in memory (it may
     /// be shorter than asked at the wrap). Fill it, then [`WriteChunk::commit`].
     pub fn write_chunk(
@@ -380,5 +411,23 @@ impl<T: Pod> WriteChunk<'_, T> {
         if n > 0 {
             self.producer.publish(n as u64);
         }
+    }
+}
+
+/// `select` waits for room as well as for data: ready when a push would
+/// not find the ring full (or the consumer of a non-persistent ring gone).
+#[cfg(not(loom))]
+impl<T: Pod> wait::Selectable for Producer<T> {
+    fn is_ready(&mut self) -> bool {
+        !matches!(self.cursor.free(&self.ring, 1), Ok(0))
+            || (!self.persistent && self.side.peer_gone())
+    }
+
+    fn producer_gone(&self) -> bool {
+        self.side.peer_gone_now()
+    }
+
+    fn ready_event(&self) -> wait::ReadyEvent<'_> {
+        wait::ReadyEvent(self.ring.space_wait())
     }
 }
