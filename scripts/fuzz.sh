@@ -39,6 +39,7 @@ bin=$root/target/release/shmring
 "$bin" create --dir "$seeds" --kind spsc --capacity 16 --slot-size 8 spsc >/dev/null
 "$bin" create --dir "$seeds" --kind frames --capacity 64 --slot-size 16 frames >/dev/null
 "$bin" create --dir "$seeds" --kind mpmc --capacity 16 --slot-size 8 --producers 2 --consumers 2 mpmc >/dev/null
+"$bin" create --dir "$seeds" --kind broadcast --capacity 16 --slot-size 24 --subscribers 2 broadcast >/dev/null
 printf 'hello, not a ring\n' >"$seeds/junk"
 for t in header_validate inspect_files; do
     mkdir -p "fuzz/corpus/$t"
@@ -49,6 +50,7 @@ mkdir -p fuzz/corpus/attach_consume
 printf '\x00\x05' >fuzz/corpus/attach_consume/spsc
 printf '\x01\x07' >fuzz/corpus/attach_consume/frames
 printf '\x02\x09' >fuzz/corpus/attach_consume/mpmc
+printf '\x03\x14' >fuzz/corpus/attach_consume/broadcast
 printf '\x00\x03\x10\x00\xff\xff\xff\xff\xff\xff\xff\xff' >fuzz/corpus/attach_consume/spsc-tail
 printf '\x02\x03\x40\x00\x01\x00\x00\x00\x00\x00\x00\x00' >fuzz/corpus/attach_consume/mpmc-seq
 # Regression: frame counters scribbled to u64::MAX overflowed on release.

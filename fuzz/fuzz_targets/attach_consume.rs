@@ -1,7 +1,8 @@
 //! Attach a consumer to a segment another process scribbled on, and pop
 //! until empty or an error.
 //!
-//! Input: a kind byte (SPSC typed, frames, MPMC), a count of messages to
+//! Input: a kind byte (SPSC typed, frames, MPMC, broadcast: a byte
+//! subscriber, whose reads are seqlock-checked copies), a count of messages to
 //! push first, then 10-byte patches (a little-endian u16 word index, taken
 //! modulo the file's words, and a u64 value) applied to the file with
 //! pwrite, header included. The consumer must open, attach and pop with
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use shmring::raw::{bytes_spec, typed_spec};
-use shmring::{SegmentOptions, frames, mpmc, spsc};
+use shmring::{SegmentOptions, broadcast, frames, mpmc, spsc};
 
 #[path = "scratch.rs"]
 mod scratch;
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (count, patches) = rest.split_first().map_or((0, &[][..]), |(c, p)| (*c, p));
-    let kind = kind % 3;
+    let kind = kind % 4;
     // A scribbled "not ready yet" state would make `open` wait its whole
     // timeout for a creator that is not there.
     let opts = SegmentOptions::new()
@@ -52,11 +53,12 @@ fuzz_target!(|data: &[u8]| {
     let layout = match kind {
         0 => spsc::layout::<u64>(16),
         1 => frames::layout(1024),
-        _ => mpmc::layout_with_roles::<u64>(16, 2, 2),
+        2 => mpmc::layout_with_roles::<u64>(16, 2, 2),
+        _ => broadcast::layout(16, 24, 8, 2, broadcast::Overflow::Overwrite),
     }
     .unwrap();
     let spec = match kind {
-        1 => bytes_spec(&layout),
+        1 | 3 => bytes_spec(&layout),
         _ => typed_spec::<u64>(&layout),
     };
     let seg = Arc::new(opts.create(name, &spec).unwrap());
@@ -74,10 +76,16 @@ fuzz_target!(|data: &[u8]| {
                 let _ = tx.try_push(&vec![i as u8; i % 40]);
             }
         }
-        _ => {
+        2 => {
             let mut tx = mpmc::Producer::<u64>::attach(seg.clone()).unwrap();
             for i in 0..u64::from(count) {
                 let _ = tx.try_push(i);
+            }
+        }
+        _ => {
+            let mut tx = broadcast::BytesPublisher::attach(seg.clone()).unwrap();
+            for i in 0..usize::from(count) {
+                let _ = tx.try_push(&vec![i as u8; i % 25]);
             }
         }
     }
@@ -108,11 +116,23 @@ fuzz_target!(|data: &[u8]| {
                     drain(|_| rx.try_pop(&mut out).map(|()| 1));
                 }
             }
-            _ => {
+            2 => {
                 if let Ok(mut rx) = mpmc::Consumer::<u64>::attach(seg) {
                     drain(|i| match i % 2 {
                         0 => rx.try_pop().map(|_| 1),
                         _ => rx.pop_into(&mut buf),
+                    });
+                }
+            }
+            _ => {
+                if let Ok(mut rx) =
+                    broadcast::BytesSubscriber::attach(seg, broadcast::Start::Oldest)
+                {
+                    let mut out = Vec::new();
+                    // A lap is not an end: the next pop goes on.
+                    drain(|_| match rx.try_pop_into(&mut out) {
+                        Ok(_) | Err(broadcast::TryPopError::Lagged(_)) => Ok(1),
+                        Err(e) => Err(e),
                     });
                 }
             }
