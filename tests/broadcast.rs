@@ -60,6 +60,30 @@ fn bcast_child() {
             }
             println!("received {received} missed {missed} evicted {evicted}");
         }
+        // Subscribes from B_START and prints each sequence number it reads,
+        // one line each, until the publisher is gone.
+        "victim" => {
+            let start: u64 = env_str("B_START").parse().unwrap();
+            let mut rx = Subscriber::<u64>::builder(&name)
+                .dir(&dir)
+                .wait_for(OPEN_WAIT)
+                .start(shmring::broadcast::Start::At(start))
+                .open()
+                .unwrap();
+            println!("ready {}", rx.position());
+            let mut out = std::io::stdout().lock();
+            loop {
+                match rx.pop_timeout(Some(Duration::from_secs(60))) {
+                    Ok((seq, value)) => {
+                        assert_eq!(value, seq);
+                        writeln!(out, "{seq}").unwrap();
+                        out.flush().unwrap();
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => panic!("victim: {e}"),
+                }
+            }
+        }
         // Attaches and never reads.
         "sleeper" => {
             let _rx = Subscriber::<u64>::builder(&name)
@@ -122,9 +146,15 @@ fn bcast_child() {
 }
 
 fn spawn(role: &str, dir: &TestDir) -> ChildGuard {
+    spawn_at(role, dir, 0)
+}
+
+/// [`spawn`], with `B_START` (where a victim starts).
+fn spawn_at(role: &str, dir: &TestDir, start: u64) -> ChildGuard {
     let env = [
         ("B_DIR", dir.path.display().to_string()),
         ("B_NAME", "r".to_string()),
+        ("B_START", start.to_string()),
     ];
     ChildGuard(Some(
         spawn_self("bcast_child", role, &env)
@@ -401,4 +431,130 @@ fn typed_and_byte_handles_refuse_each_other_naming_both() {
         .unwrap();
     assert_eq!(sub.try_pop(), Err(TryPopError::Empty));
     let _ = std::io::stdout().flush();
+}
+
+/// Starts a victim subscriber at `start`; returns it and a thread that
+/// collects the sequence numbers it prints (until its stdout closes).
+fn start_victim(dir: &TestDir, start: u64) -> (ChildGuard, std::thread::JoinHandle<Vec<u64>>) {
+    let mut victim = spawn_at("victim", dir, start);
+    let mut out = std::io::BufReader::new(victim.child().stdout.take().unwrap());
+    assert_eq!(line_from(&mut out, "ready"), format!("ready {start}"));
+    let lines = std::thread::spawn(move || {
+        out.lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    });
+    (victim, lines)
+}
+
+#[test]
+fn block_mode_subscribers_killed_30_times_stall_nobody_and_resume_from_their_sequence() {
+    if child_role().is_some() {
+        return;
+    }
+    const ROUNDS: u64 = 30;
+    const BATCH: u64 = 200;
+    let dir = TestDir::new("bcast-kill30");
+    let mut tx = Publisher::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(4096)
+        .subscribers(4)
+        .overflow(Overflow::Block { evict_after: None })
+        .create()
+        .unwrap();
+    let mut steady = spawn("subscriber", &dir);
+    let mut steady_out = std::io::BufReader::new(steady.child().stdout.take().unwrap());
+    assert_eq!(line_from(&mut steady_out, "ready"), "ready 0");
+    let (mut victim, mut lines) = start_victim(&dir, 0);
+    // Each incarnation's sequence numbers, with where it started.
+    let mut incarnations: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut start = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut next = 0u64;
+    for _ in 0..ROUNDS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let kill_at = next + seed % BATCH;
+        for _ in 0..BATCH {
+            if next == kill_at {
+                victim.kill9();
+            }
+            // The dead subscriber stops holding the publisher once its lock
+            // is seen free; the steady one keeps reading.
+            tx.push_timeout(next, Some(Duration::from_secs(30)))
+                .unwrap();
+            next += 1;
+        }
+        let got = lines.join().unwrap();
+        // Resume after the last message it showed it had: the ones it took
+        // but did not print are read again (at-least-once), none is lost.
+        let resume = got.last().map_or(start, |&s| s + 1);
+        incarnations.push((start, got));
+        start = resume;
+        (victim, lines) = start_victim(&dir, start);
+    }
+    for _ in 0..BATCH {
+        tx.push_timeout(next, Some(Duration::from_secs(30)))
+            .unwrap();
+        next += 1;
+    }
+    drop(tx);
+    assert!(victim.wait_within(Duration::from_secs(60)).success());
+    incarnations.push((start, lines.join().unwrap()));
+    // Every incarnation read from where it started, in order, no gap.
+    let mut covered = 0u64;
+    for (start, got) in &incarnations {
+        assert!(*start <= covered, "resumed at {start} after only {covered}");
+        for (i, &seq) in got.iter().enumerate() {
+            assert_eq!(
+                seq,
+                start + i as u64,
+                "gap or reorder after a restart at {start}"
+            );
+        }
+        covered = covered.max(start + got.len() as u64);
+    }
+    assert_eq!(covered, next, "the victims together missed messages");
+    // The steady subscriber got everything, once, in order.
+    let line = line_from(&mut steady_out, "received");
+    assert_eq!(tally(&line), (next, 0, 0), "{line}");
+    assert!(steady.wait_within(Duration::from_secs(60)).success());
+    dir.finish();
+}
+
+#[test]
+fn block_mode_a_stuck_subscriber_process_is_evicted_and_the_others_go_on() {
+    if child_role().is_some() {
+        return;
+    }
+    const COUNT: u64 = 20_000;
+    let dir = TestDir::new("bcast-stuck");
+    let mut tx = Publisher::<u64>::builder("r")
+        .dir(&dir.path)
+        .capacity(64)
+        .overflow(Overflow::Block {
+            evict_after: Some(Duration::from_millis(100)),
+        })
+        .create()
+        .unwrap();
+    let mut stuck = spawn("sleeper", &dir);
+    read_line_starting(stuck.child().stdout.take().unwrap(), "ready");
+    let mut live = spawn("subscriber", &dir);
+    let mut live_out = std::io::BufReader::new(live.child().stdout.take().unwrap());
+    assert_eq!(line_from(&mut live_out, "ready"), "ready 0");
+    // The stuck one (alive, never reading) holds the publisher for at most
+    // the eviction delay, once; then the live one gets everything.
+    for i in 0..COUNT {
+        tx.push_timeout(i, Some(Duration::from_secs(30))).unwrap();
+    }
+    assert_eq!(tx.evictions(), 1);
+    // Killed before the others leave, so the last of them removes the ring.
+    stuck.kill9();
+    drop(tx);
+    let line = line_from(&mut live_out, "received");
+    assert_eq!(tally(&line), (COUNT, 0, 0), "{line}");
+    assert!(live.wait_within(Duration::from_secs(60)).success());
+    dir.finish();
 }
