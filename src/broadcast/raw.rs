@@ -212,10 +212,9 @@ impl RawBroadcast {
     fn word(&self, pos: u64, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.stride);
         let index = (pos & (self.capacity - 1)) as usize;
-        // SAFETY: index < capacity and i < stride (every caller passes
-        // SEQ, LEN or a payload word below payload + ceil(slot_size / 8),
-        // which `new` checked is <= stride): inside the capacity * stride
-        // words `new` checked, 8-aligned.
+        // Every caller passes SEQ, LEN or a payload word below payload +
+        // ceil(slot_size / 8), which `new` checked is <= stride.
+        // SAFETY: index < capacity, i < stride: inside the checked words.
         unsafe { &*self.slots.add(index * self.stride + i) }
     }
 
@@ -249,6 +248,9 @@ impl RawBroadcast {
     #[inline]
     pub(crate) fn write(&self, n: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_size && n < MAX_POS);
+        // The handles check lengths; this keeps every word in the slot even
+        // if one did not.
+        let bytes = &bytes[..bytes.len().min(self.slot_size)];
         let seq = self.word(n, SEQ);
         // Relaxed + release fence: a reader that sees any payload word
         // below sees the odd sequence (or later), so its second sequence

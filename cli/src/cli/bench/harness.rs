@@ -161,11 +161,10 @@ pub(super) fn shared_mapping(
     let _ = std::fs::remove_file(&path);
     file.set_len(len)
         .map_err(|e| Error::io(&path, "ftruncate", e))?;
-    // SAFETY: a fresh file nobody else has opened; both processes access it
-    // only through atomics, or through slots whose ownership those atomics
-    // hand over (the textbook rings).
-    let map =
-        unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| Error::io(&path, "mmap", e))?;
+    // SAFETY: a fresh file nobody else has opened; both processes use it
+    // only through atomics or slots those atomics hand over (textbook rings).
+    let map = unsafe { memmap2::MmapMut::map_mut(&file) };
+    let map = map.map_err(|e| Error::io(&path, "mmap", e))?;
     Ok((map, file))
 }
 
