@@ -116,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(pings); // the producer's echo loop sees Disconnected and exits
     let status = producer.wait()?;
     println!(
-        "round trip p50: async (tokio) {:?}, blocking Park (default, 50 µs spin) {:?}, blocking Park (no spin) {:?}",
+        "round trip p50: async (tokio) {:?}, blocking default (adaptive) {:?}, blocking Park (no spin) {:?}",
         p50(async_rtt),
         p50(park),
         p50(park0)
