@@ -89,7 +89,7 @@ fn a_typed_source_ring_is_refused_with_what_is_carried() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("spsc ring of \"u64\""), "{err}");
     assert!(
-        err.contains("frame rings and byte-slot MPMC rings"),
+        err.contains("frame rings and byte-slot MPMC and broadcast rings"),
         "{err}"
     );
     drop(a);

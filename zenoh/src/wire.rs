@@ -45,7 +45,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Variable-length byte messages (frame rings, byte-slot MPMC rings).
+    /// Variable-length byte messages (frame rings, byte-slot MPMC and
+    /// broadcast rings).
     pub fn bytes() -> Identity {
         Identity {
             name: String::new(),
