@@ -428,6 +428,7 @@ impl std::fmt::Debug for BytesPublisher {
 
 /// `select` waits for room as well as for data: ready when a push would
 /// not wait (always, on an `overwrite` ring).
+#[cfg(not(loom))]
 impl<T: Message> wait::Selectable for Publisher<T> {
     fn is_ready(&mut self) -> bool {
         !matches!(self.core.room(false), Err(Blocked::Full))

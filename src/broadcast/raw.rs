@@ -327,6 +327,7 @@ impl RawBroadcast {
 
     /// Has the slot of `p` moved past "not yet written" (message `p` is
     /// there, or it was overwritten)? For readiness checks.
+    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn is_published(&self, p: u64) -> bool {
         // Acquire: as in `read`.

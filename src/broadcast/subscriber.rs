@@ -192,6 +192,7 @@ impl SubCore {
     }
 
     /// Is a pop going to return something other than `Empty`?
+    #[cfg(not(loom))]
     fn is_ready(&mut self) -> bool {
         self.missed_at_join != 0
             || self.side.memory_lost()
@@ -301,6 +302,7 @@ impl<T: Message> Subscriber<T> {
 }
 
 /// `select` over subscribers: ready when a pop would not say `Empty`.
+#[cfg(not(loom))]
 macro_rules! selectable {
     ($($generics:tt)*) => {
         impl $($generics)* {
@@ -318,7 +320,9 @@ macro_rules! selectable {
         }
     };
 }
+#[cfg(not(loom))]
 selectable!(<T: Message> wait::Selectable for Subscriber<T>);
+#[cfg(not(loom))]
 selectable!(wait::Selectable for BytesSubscriber);
 
 /// A typed message must fill its slot exactly.

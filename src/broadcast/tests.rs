@@ -209,6 +209,7 @@ fn role_counts_and_types_are_checked() {
     ));
 }
 
+#[cfg(not(loom))]
 #[test]
 fn select_waits_on_subscribers_too() {
     let n = name("select");
