@@ -1,7 +1,7 @@
 //! The header (descriptor and live line), the role records, and their
 //! constants: sizes, states, flags and backing bits.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -18,6 +18,9 @@ pub const HEADER_SIZE: usize = 512;
 pub const DESCRIPTOR_SIZE: usize = 256;
 /// Offset of the live line.
 pub const LIVE_OFFSET: usize = 256;
+/// Offset of the upstream line ([`UpstreamLine`], layout 1.5): the last
+/// 128-byte line of the header, zero in rings written before 1.5.
+pub const UPSTREAM_OFFSET: usize = 384;
 /// Size of one role record.
 pub const ROLE_RECORD_SIZE: usize = 64;
 /// The alignment every shared region starts on: two cache lines, so that
@@ -264,6 +267,66 @@ const _: () = {
     assert!(LIVE_OFFSET.is_multiple_of(LINE));
     assert!(LIVE_OFFSET + LINE <= HEADER_SIZE);
     assert!(HEADER_SIZE <= PAGE);
+};
+
+/// [`UpstreamLine::state`]: never written.
+pub const UPSTREAM_NEVER: u64 = 0;
+/// [`UpstreamLine::state`]: the message the record describes is in the ring.
+pub const UPSTREAM_LANDED: u64 = 1;
+/// [`UpstreamLine::state`]: the writer was pushing the message the record
+/// describes; it is in the ring if and only if the ring's producer position
+/// moved past [`UpstreamLine::mark`].
+pub const UPSTREAM_PENDING: u64 = 2;
+
+/// The upstream line (layout 1.5): where a ring's messages come from when a
+/// relay (a network bridge) produces them, so that `stat` shows what was lost
+/// upstream and a restarted relay continues its predecessor's count exactly.
+///
+/// Written only by the process that holds it ([`writer`](Self::writer)),
+/// under a sequence lock ([`version`](Self::version)): every other word is
+/// stored between the two increments, and a reader accepts a copy only if it
+/// saw the same even version before and after reading. Atomics only; every
+/// value is a plain number for display, except `writer` (a pid, range-checked
+/// before it is used) and `mark` (compared, never used as an index).
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub struct UpstreamLine {
+    /// Sequence lock: odd while the writer updates the other words.
+    pub version: AtomicU64,
+    /// Pid of the process that holds the record (0: nobody).
+    pub writer: AtomicU32,
+    /// Zero.
+    pub reserved_u32: AtomicU32,
+    /// [`UPSTREAM_NEVER`], [`UPSTREAM_LANDED`] or [`UPSTREAM_PENDING`].
+    pub state: AtomicU64,
+    /// The source's session number of the last message.
+    pub session: AtomicU64,
+    /// The source's sequence number of the last message.
+    pub last_seq: AtomicU64,
+    /// Messages the sequence numbers say were lost before reaching this ring,
+    /// over every relay run that held the record.
+    pub gaps: AtomicU64,
+    /// Messages relayed into this ring (counting the last one).
+    pub delivered: AtomicU64,
+    /// The ring's producer position just before the last message's push.
+    pub mark: AtomicU64,
+}
+
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<UpstreamLine>() == LINE);
+    assert!(align_of::<UpstreamLine>() == LINE);
+    assert!(offset_of!(UpstreamLine, version) == 0);
+    assert!(offset_of!(UpstreamLine, writer) == 8);
+    assert!(offset_of!(UpstreamLine, reserved_u32) == 12);
+    assert!(offset_of!(UpstreamLine, state) == 16);
+    assert!(offset_of!(UpstreamLine, session) == 24);
+    assert!(offset_of!(UpstreamLine, last_seq) == 32);
+    assert!(offset_of!(UpstreamLine, gaps) == 40);
+    assert!(offset_of!(UpstreamLine, delivered) == 48);
+    assert!(offset_of!(UpstreamLine, mark) == 56);
+    assert!(UPSTREAM_OFFSET == LIVE_OFFSET + LINE);
+    assert!(UPSTREAM_OFFSET + LINE == HEADER_SIZE);
 };
 
 /// One role's record: who holds it and whether it left cleanly.

@@ -10,7 +10,7 @@
 //!
 //! # The header
 //!
-//! The header has two parts:
+//! The header has three parts:
 //!
 //! * the **descriptor** (bytes 0..256): written once by the creator while it
 //!   holds the exclusive initialization lock, never changed afterwards. An
@@ -21,6 +21,8 @@
 //! * the **live line** (bytes 256..384): atomics that change after creation
 //!   (the initialization state, the "removed" mark). Only ever accessed through
 //!   atomic operations.
+//! * the **upstream line** (bytes 384..512, layout 1.5): what a relay that
+//!   produces into the ring records about its source ([`UpstreamLine`]).
 //!
 //! Everything is `#[repr(C)]` and made of fixed-width integers; the offsets are
 //! checked at compile time beside each structure. Any change to this layout bumps
@@ -51,5 +53,7 @@ pub const VERSION_MAJOR: u16 = 1;
 /// to each MPMC claim line (space that was zero; older readers ignore it).
 /// 1.4 adds [`Kind::Broadcast`] (a 1.3 reader refuses it as an unknown
 /// kind), with its overflow policy in [`Descriptor::overflow`] and
-/// [`Descriptor::evict_after_us`] (space that was zero).
-pub const VERSION_MINOR: u16 = 4;
+/// [`Descriptor::evict_after_us`] (space that was zero). 1.5 adds the
+/// [`UpstreamLine`] (the header's last line, which was zero; older readers
+/// ignore it).
+pub const VERSION_MINOR: u16 = 5;

@@ -162,6 +162,14 @@ pub struct Inspection {
     /// Broadcast rings: every subscriber role ever held.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub subscribers: Option<Vec<super::SubscriberInfo>>,
+    /// What a relay producing into the ring (a network bridge) recorded
+    /// about its source: the gap count and the last sequence number (layout
+    /// 1.5; `None` if no relay ever wrote one).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub upstream: Option<super::UpstreamRecord>,
+    /// Whether the record's writer is running (`None` without a writer).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub upstream_writer_alive: Option<bool>,
     /// Each attached process's mapping as its `/proc/PID/smaps` tells
     /// (huge pages in fact, locked and resident amounts); processes whose
     /// smaps this user cannot read are left out.
@@ -210,6 +218,8 @@ impl Inspection {
             published: None,
             evictions: None,
             subscribers: None,
+            upstream: None,
+            upstream_writer_alive: None,
             mappings: Vec::new(),
         }
     }
@@ -447,6 +457,11 @@ fn inspect_with(dir: &Path, name: &str, grace: Duration) -> Result<Inspection> {
             spurious: read_u64(&file, base + layout::WAIT_SPURIOUS_WORD as u64)?,
         })
     };
+    info.upstream = super::upstream::read_record(&file);
+    info.upstream_writer_alive = info
+        .upstream
+        .filter(|u| u.writer != 0)
+        .map(|u| i32::try_from(u.writer).is_ok_and(sys::pid_alive));
     info.wait_data = wait_line(0);
     info.wait_space = wait_line(1);
     for index in 0..layout.roles() {

@@ -43,6 +43,7 @@ mod occupancy;
 mod options;
 mod roles;
 mod subscribers;
+mod upstream;
 
 pub use crate::sys::MappingFacts;
 pub use abandoned::GC_GRACE;
@@ -55,6 +56,7 @@ pub use options::{
     DEFAULT_DIR, DEFAULT_TIMEOUT, HugePages, RingSpec, SegmentOptions, hugetlbfs_mount, zeroed,
 };
 pub use subscribers::SubscriberInfo;
+pub use upstream::{Resumed, Upstream, UpstreamBusy, UpstreamRecord, UpstreamWriter};
 
 use std::fs::File;
 use std::mem::ManuallyDrop;

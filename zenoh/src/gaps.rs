@@ -82,6 +82,16 @@ impl Tracker {
         Tracker::default()
     }
 
+    /// A tracker that continues a predecessor's stream: message `last` of
+    /// source `session` was the last one it accounted for (delivered or
+    /// counted as lost), so `last + 1` is next.
+    pub fn resume(session: u64, last: u64) -> Tracker {
+        Tracker {
+            session: Some(session),
+            last,
+        }
+    }
+
     /// Classifies message `seq` of source `session` and counts it in
     /// `counters` (all but [`Seen::Repeat`] are to be delivered; the
     /// caller adds `delivered` and `last_seq` once the message is in the
@@ -139,5 +149,22 @@ mod tests {
         assert_eq!(t.observe(8, 2, &c), Seen::Next);
         let s = c.snapshot();
         assert_eq!((s.gaps, s.repeats, s.sessions), (4, 2, 2));
+    }
+
+    #[test]
+    fn a_resumed_tracker_continues_the_count() {
+        let c = Counters::default();
+        let mut t = Tracker::resume(7, 10);
+        assert_eq!(t.observe(7, 9, &c), Seen::Repeat);
+        assert_eq!(t.observe(7, 11, &c), Seen::Next);
+        assert_eq!(t.observe(7, 14, &c), Seen::Gap { missing: 2 });
+        assert_eq!(
+            t.observe(8, 1, &c),
+            Seen::First {
+                seq: 1,
+                restarted: true
+            }
+        );
+        assert_eq!(c.snapshot().gaps, 2);
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use shmring::broadcast::BytesPublisher;
 use shmring::frames::{self, FramePushError};
 use shmring::mpmc::BytesProducer;
+use shmring::segment::{Upstream, UpstreamWriter};
 use shmring::wait::WaitStrategy;
 use shmring::{Kind, Segment};
 use std::sync::mpsc::RecvTimeoutError;
@@ -40,6 +41,28 @@ pub enum Event {
         missing: u64,
         /// The first one after them.
         seq: u64,
+    },
+    /// The ring's upstream record continued: what the bridges before this
+    /// one delivered into it and lost (a killed predecessor's last push
+    /// settled; see [`shmring::segment::UpstreamWriter`]).
+    Resumed {
+        /// The source session of the last message.
+        session: u64,
+        /// Its sequence number.
+        last_seq: u64,
+        /// Messages delivered into the ring so far.
+        delivered: u64,
+        /// Messages lost before reaching the ring so far.
+        gaps: u64,
+        /// The predecessor was killed while pushing: whether that message
+        /// reached the ring (`false`: counted in `gaps`).
+        interrupted_push: Option<bool>,
+    },
+    /// Another running relay holds the ring's upstream record: this
+    /// bridge counts its gaps in its log only.
+    RecordHeld {
+        /// That relay's pid.
+        pid: u32,
     },
     /// A progress report (every `report_every`).
     Progress(Snapshot),
@@ -133,7 +156,28 @@ pub fn run(
             ))
         })?;
     events(Event::Subscribed);
-    let mut tracker = Tracker::new();
+    let (mut record, resumed) = match UpstreamWriter::take(seg.clone()) {
+        Ok((writer, resumed)) => (Some(writer), resumed),
+        Err(held) => {
+            events(Event::RecordHeld { pid: held.pid });
+            (None, None)
+        }
+    };
+    // The counts before this run (zero for the first bridge).
+    let base = resumed.map(|r| r.counts).unwrap_or_default();
+    let mut tracker = match resumed {
+        Some(r) => {
+            events(Event::Resumed {
+                session: base.session,
+                last_seq: base.last_seq,
+                delivered: base.delivered,
+                gaps: base.gaps,
+                interrupted_push: r.interrupted_push,
+            });
+            Tracker::resume(base.session, base.last_seq)
+        }
+        None => Tracker::new(),
+    };
     let mut last_report = Instant::now();
     while !stop() {
         if let Some(every) = options.report_every
@@ -189,6 +233,17 @@ pub fn run(
                 seq: header.seq,
             }),
         }
+        if let Some(r) = &mut record {
+            // Recorded before the push, as if it landed: a successor
+            // settles it from the ring's position if we die before
+            // `landed`.
+            r.pushing(&Upstream {
+                session: header.session,
+                last_seq: header.seq,
+                gaps: base.gaps + counters.gaps.load(Ordering::Relaxed),
+                delivered: base.delivered + counters.delivered.load(Ordering::Relaxed) + 1,
+            });
+        }
         let payload = &sample.payload;
         loop {
             match sink.push_timeout(payload, SLICE) {
@@ -217,6 +272,9 @@ pub fn run(
                     }));
                 }
             }
+        }
+        if let Some(r) = &mut record {
+            r.landed();
         }
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         counters.last_seq.store(header.seq, Ordering::Relaxed);

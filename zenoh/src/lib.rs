@@ -29,8 +29,12 @@
 //! shows as gaps.
 //!
 //! What is lost when a bridge in is killed is what was on the wire or in
-//! its queue at that moment: the restarted bridge sees the next sequence
-//! number and reports where it joined (see [`gaps::Seen::First`]).
+//! its queue at that moment. A bridge in keeps the destination ring's
+//! upstream record ([`shmring::segment::UpstreamWriter`]: last sequence
+//! number, delivered and gap counts, written before and after each push),
+//! so the restarted bridge continues its predecessor's count and counts
+//! exactly those messages as a gap ([`inbound::Event::Resumed`]); `shmring
+//! stat` shows the record.
 #![deny(unsafe_code, missing_docs, missing_debug_implementations)]
 
 pub mod gaps;

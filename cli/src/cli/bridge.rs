@@ -235,6 +235,25 @@ fn bridge(cmd: BridgeCommand, dir: &Path) -> Result<(), BridgeError> {
                 inbound::Event::Gap { missing, seq } => eprintln!(
                     "shmring: bridge in: gap: {missing} messages lost before sequence number {seq}"
                 ),
+                inbound::Event::Resumed {
+                    session,
+                    last_seq,
+                    delivered,
+                    gaps,
+                    interrupted_push,
+                } => eprintln!(
+                    "shmring: bridge in: resumed the ring's record: source session {session:#018x}, last seq {last_seq}, {delivered} delivered, {gaps} lost before{}",
+                    match interrupted_push {
+                        Some(true) =>
+                            " (the previous bridge was killed while pushing; that message is in the ring)",
+                        Some(false) =>
+                            " (the previous bridge was killed while pushing; that message never reached the ring and is counted as lost)",
+                        None => "",
+                    }
+                ),
+                inbound::Event::RecordHeld { pid } => eprintln!(
+                    "shmring: bridge in: warning: process {pid} holds the ring's upstream record (another relay produces into it); this bridge's gaps are in its log only"
+                ),
                 inbound::Event::Progress(s) => eprintln!("shmring: bridge in: {}", counts(&s)),
             };
             let result = inbound::run(

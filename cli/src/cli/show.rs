@@ -131,6 +131,25 @@ pub(super) fn print_stat(i: &Inspection) {
     if let Some(b) = i.bytes_used {
         line("bytes_used", b.to_string());
     }
+    if let Some(u) = &i.upstream {
+        let c = &u.counts;
+        let writer = match i.upstream_writer_alive {
+            Some(true) => format!("written by pid {} (running)", u.writer),
+            Some(false) => format!("last written by pid {} (gone)", u.writer),
+            None => "no relay attached".to_string(),
+        };
+        line(
+            "upstream",
+            format!(
+                "session {:#018x}, last seq {}, {} delivered; {writer}",
+                c.session, c.last_seq, c.delivered
+            ),
+        );
+        line(
+            "upstream gaps",
+            format!("{} (messages lost before reaching this ring)", c.gaps),
+        );
+    }
     if let Some(h) = &i.huge_pages {
         let active = if i.huge_active == Some(true) {
             "in use"
