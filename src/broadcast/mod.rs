@@ -261,6 +261,17 @@ fn check_bytes(seg: &Segment) -> Result<()> {
     )
 }
 
+/// Checks that `seg` is a broadcast ring of any message type; true when it
+/// is a typed one (whose messages fill their slots exactly).
+fn check_any(seg: &Segment) -> Result<bool> {
+    if !builder::carries_type(seg) {
+        check_bytes(seg)?;
+        return Ok(false);
+    }
+    builder::check_kind(seg, Kind::Broadcast)?;
+    Ok(true)
+}
+
 /// Wakes every sleeper on a broadcast ring (a side detaching).
 fn wake_all(seg: &Segment) {
     if let Ok(ring) = raw::RawBroadcast::new(seg) {

@@ -308,13 +308,16 @@ impl<T> std::fmt::Debug for Publisher<T> {
 /// size chosen at creation). Used by `shmring send`.
 pub struct BytesPublisher {
     core: PubCore,
+    /// A typed ring's (see [`attach_any`](Self::attach_any)): every
+    /// message is exactly the slot size.
+    exact: bool,
 }
 
 impl BytesPublisher {
     entry_points!("the publisher", "messages");
 
     pub(crate) fn from_core(core: PubCore) -> Self {
-        BytesPublisher { core }
+        BytesPublisher { core, exact: false }
     }
 
     /// Takes the publisher role of a byte broadcast ring already opened as
@@ -328,9 +331,37 @@ impl BytesPublisher {
         )?))
     }
 
-    /// Largest message.
+    /// Takes the publisher role of any broadcast ring: a byte ring as
+    /// [`attach`](Self::attach); on a typed ring each message is the bytes
+    /// of one value, exactly the type's size (any bytes are a valid value
+    /// of a ring's `Pod` type). For tools that move messages of a type
+    /// they do not know at compile time (the Zenoh bridge).
+    pub fn attach_any(seg: Arc<Segment>) -> Result<Self> {
+        let exact = super::check_any(&seg)?;
+        let core = PubCore::attach(seg, &Settings::default())?;
+        Ok(BytesPublisher { core, exact })
+    }
+
+    /// Largest message (on a typed ring, the only length).
     pub fn max_len(&self) -> usize {
         self.core.ring.slot_size()
+    }
+
+    /// Is `msg`'s length one this ring takes?
+    fn check_len(&self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
+        if msg.len() > self.max_len() {
+            Err(FramePushError::TooLarge {
+                len: msg.len(),
+                max: self.max_len(),
+            })
+        } else if self.exact && msg.len() != self.max_len() {
+            Err(FramePushError::WrongSize {
+                len: msg.len(),
+                size: self.max_len(),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// Publishes `msg` if there is room now; returns its sequence number.
@@ -349,12 +380,7 @@ impl BytesPublisher {
         msg: &[u8],
         timeout: Option<Duration>,
     ) -> std::result::Result<u64, FramePushError> {
-        if msg.len() > self.max_len() {
-            return Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            });
-        }
+        self.check_len(msg)?;
         let ready = if timeout == Some(Duration::ZERO) {
             self.core.room(false)
         } else {
@@ -379,11 +405,8 @@ impl BytesPublisher {
         msg: &[u8],
         check_peer: bool,
     ) -> Poll<std::result::Result<(), FramePushError>> {
-        if msg.len() > self.max_len() {
-            return Poll::Ready(Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            }));
+        if let Err(e) = self.check_len(msg) {
+            return Poll::Ready(Err(e));
         }
         match self.core.room(check_peer) {
             Ok(()) => {

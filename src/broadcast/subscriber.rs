@@ -371,6 +371,19 @@ impl BytesSubscriber {
         Ok(BytesSubscriber::from_core(SubCore::attach(seg, &settings)?))
     }
 
+    /// Takes a free subscriber role of any broadcast ring, starting at
+    /// `start`: a byte ring as [`attach`](Self::attach); on a typed ring
+    /// each message is the bytes of one value (see
+    /// [`BytesPublisher::attach_any`](super::BytesPublisher::attach_any)).
+    pub fn attach_any(seg: Arc<Segment>, start: Start) -> Result<Self> {
+        super::check_any(&seg)?;
+        let settings = Settings {
+            start,
+            ..Settings::default()
+        };
+        Ok(BytesSubscriber::from_core(SubCore::attach(seg, &settings)?))
+    }
+
     /// Largest message.
     pub fn max_len(&self) -> usize {
         self.core.ring.slot_size()

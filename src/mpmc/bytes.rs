@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::Kind;
 use crate::message::TypeIdentity;
 use crate::ring::builder::{self, Settings};
-use crate::ring::{FramePushError, PopError, PushError};
+use crate::ring::{FramePushError, PopError};
 use crate::segment::Segment;
 #[cfg(all(feature = "async", not(loom)))]
 use crate::wait::Poll;
@@ -39,13 +39,16 @@ fn check_bytes(seg: &Segment) -> Result<usize> {
     Ok(l.slot_size() as usize)
 }
 
-/// A claim's error as a byte message's.
-fn push_error(e: PushError<()>) -> FramePushError {
-    match e {
-        PushError::Timeout(()) => FramePushError::Timeout,
-        PushError::Disconnected(()) => FramePushError::Disconnected,
-        PushError::Corrupted((), w) => FramePushError::Corrupted(w),
+/// The framing of a ring's messages: byte rings carry a length prefix;
+/// on a typed ring every message fills its slot (see
+/// [`BytesProducer::attach_any`]). Returns the slot size and the prefix.
+fn framing(seg: &Segment) -> Result<(usize, usize)> {
+    let l = seg.layout();
+    if !builder::carries_type(seg) {
+        return Ok((check_bytes(seg)?, LEN_PREFIX));
     }
+    builder::check_kind(seg, Kind::Mpmc)?;
+    Ok((l.slot_size() as usize, 0))
 }
 
 /// A producer of variable-length byte messages (up to the slot size minus
@@ -54,6 +57,9 @@ fn push_error(e: PushError<()>) -> FramePushError {
 pub struct BytesProducer {
     core: Core,
     slot_size: usize,
+    /// Bytes of the length prefix: [`LEN_PREFIX`], or 0 on a typed ring
+    /// (whole-slot messages, [`attach_any`](Self::attach_any)).
+    prefix: usize,
 }
 
 impl BytesProducer {
@@ -63,12 +69,44 @@ impl BytesProducer {
         Ok(BytesProducer {
             core: Core::attach(seg, true, &Settings::default())?,
             slot_size,
+            prefix: LEN_PREFIX,
         })
     }
 
-    /// Longest message.
+    /// Takes a free producer role on any MPMC ring: a byte-slot ring as
+    /// [`attach`](Self::attach); on a typed ring each message is the bytes
+    /// of one value, exactly the type's size (any bytes are a valid value
+    /// of a ring's `Pod` type). For tools that move messages of a type
+    /// they do not know at compile time (the Zenoh bridge).
+    pub fn attach_any(seg: Arc<Segment>) -> Result<Self> {
+        let (slot_size, prefix) = framing(&seg)?;
+        Ok(BytesProducer {
+            core: Core::attach(seg, true, &Settings::default())?,
+            slot_size,
+            prefix,
+        })
+    }
+
+    /// Longest message (on a typed ring, the only length).
     pub fn max_len(&self) -> usize {
-        self.slot_size - LEN_PREFIX
+        self.slot_size - self.prefix
+    }
+
+    /// Is `msg`'s length one this ring takes?
+    fn check_len(&self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
+        if msg.len() > self.max_len() {
+            Err(FramePushError::TooLarge {
+                len: msg.len(),
+                max: self.max_len(),
+            })
+        } else if self.prefix == 0 && msg.len() != self.slot_size {
+            Err(FramePushError::WrongSize {
+                len: msg.len(),
+                size: self.slot_size,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// How blocking calls wait.
@@ -83,31 +121,28 @@ impl BytesProducer {
         msg: &[u8],
         timeout: Option<Duration>,
     ) -> std::result::Result<(), FramePushError> {
-        if msg.len() > self.max_len() {
-            return Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            });
-        }
+        self.check_len(msg)?;
         let (pos, _) = self
             .core
             .claim_write_blocking(1, timeout)
-            .map_err(push_error)?;
+            .map_err(FramePushError::from)?;
         self.write_at(pos, msg);
         Ok(())
     }
 
-    /// Writes `msg` (at most `max_len` bytes) into the claimed slot `pos`
+    /// Writes `msg` (checked by `check_len`) into the claimed slot `pos`
     /// and publishes it.
     fn write_at(&mut self, pos: u64, msg: &[u8]) {
         let slot = self.core.ring.payload(pos);
-        // SAFETY: the slot is claimed by us; LEN_PREFIX + msg.len() <=
-        // slot_size bytes at the payload are in bounds (the callers check
-        // msg.len() <= max_len); unaligned writes.
+        // SAFETY: the slot is claimed by us; prefix + msg.len() <=
+        // slot_size bytes at the payload are in bounds (`check_len`);
+        // unaligned writes.
         unsafe {
-            slot.cast::<[u8; LEN_PREFIX]>()
-                .write_unaligned((msg.len() as u32).to_le_bytes());
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(LEN_PREFIX), msg.len());
+            if self.prefix == LEN_PREFIX {
+                slot.cast::<[u8; LEN_PREFIX]>()
+                    .write_unaligned((msg.len() as u32).to_le_bytes());
+            }
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(self.prefix), msg.len());
         }
         self.core.publish(pos, 1, false);
     }
@@ -120,18 +155,15 @@ impl BytesProducer {
         msg: &[u8],
         check_peer: bool,
     ) -> Poll<std::result::Result<(), FramePushError>> {
-        if msg.len() > self.max_len() {
-            return Poll::Ready(Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            }));
+        if let Err(e) = self.check_len(msg) {
+            return Poll::Ready(Err(e));
         }
         match self.core.poll_write_one(check_peer) {
             Poll::Ready(Ok(pos)) => {
                 self.write_at(pos, msg);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(push_error(e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -177,6 +209,8 @@ impl std::fmt::Debug for BytesProducer {
 pub struct BytesConsumer {
     core: Core,
     slot_size: usize,
+    /// As [`BytesProducer`]'s: [`LEN_PREFIX`], or 0 on a typed ring.
+    prefix: usize,
 }
 
 impl BytesConsumer {
@@ -186,6 +220,19 @@ impl BytesConsumer {
         Ok(BytesConsumer {
             core: Core::attach(seg, false, &Settings::default())?,
             slot_size,
+            prefix: LEN_PREFIX,
+        })
+    }
+
+    /// Takes a free consumer role on any MPMC ring: a byte-slot ring as
+    /// [`attach`](Self::attach); on a typed ring each message is the bytes
+    /// of one value (see [`BytesProducer::attach_any`]).
+    pub fn attach_any(seg: Arc<Segment>) -> Result<Self> {
+        let (slot_size, prefix) = framing(&seg)?;
+        Ok(BytesConsumer {
+            core: Core::attach(seg, false, &Settings::default())?,
+            slot_size,
+            prefix,
         })
     }
 
@@ -244,6 +291,15 @@ impl BytesConsumer {
     /// Lends the claimed message `pos` (not a skip); `Corrupted`
     /// (released) if its length is out of range.
     fn lend(&mut self, pos: u64) -> std::result::Result<BytesReadChunk<'_>, PopError> {
+        if self.prefix == 0 {
+            let len = self.slot_size;
+            return Ok(BytesReadChunk {
+                consumer: self,
+                pos,
+                len,
+                release: true,
+            });
+        }
         let slot = self.core.ring.payload(pos);
         let mut len = [0u8; LEN_PREFIX];
         // SAFETY: the slot is claimed by us and published; LEN_PREFIX
@@ -302,9 +358,9 @@ impl BytesConsumer {
         self.core.readable()
     }
 
-    /// Longest message.
+    /// Longest message (on a typed ring, the only length).
     pub fn max_len(&self) -> usize {
-        self.slot_size - LEN_PREFIX
+        self.slot_size - self.prefix
     }
 
     /// Is some producer attached and alive right now?
@@ -371,10 +427,14 @@ impl std::ops::Deref for BytesReadChunk<'_> {
     fn deref(&self) -> &[u8] {
         // SAFETY: the slot is claimed by us and published, so no producer
         // writes it until we release it (which needs `self`); `len` was
-        // checked to fit the slot after the length prefix, in bounds.
+        // checked to fit the slot after the prefix, in bounds.
         unsafe {
             std::slice::from_raw_parts(
-                self.consumer.core.ring.payload(self.pos).add(LEN_PREFIX),
+                self.consumer
+                    .core
+                    .ring
+                    .payload(self.pos)
+                    .add(self.consumer.prefix),
                 self.len,
             )
         }

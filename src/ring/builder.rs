@@ -439,6 +439,7 @@ pub(crate) fn anonymous_pair<P: Endpoint, C: Endpoint>(request: &Request) -> Res
 /// Is `seg` a ring of `kind` carrying `identity`? The error names both
 /// sides.
 pub(crate) fn check_ring(seg: &Segment, kind: Kind, identity: &TypeIdentity) -> Result<()> {
+    check_kind(seg, kind)?;
     let have = seg.layout();
     let mismatch = |what: String| {
         Err(Error::LayoutMismatch {
@@ -446,12 +447,6 @@ pub(crate) fn check_ring(seg: &Segment, kind: Kind, identity: &TypeIdentity) -> 
             what,
         })
     };
-    if have.kind() != kind {
-        return mismatch(format!(
-            "the ring is a {} ring, this handle needs a {kind} ring",
-            have.kind()
-        ));
-    }
     let desc = seg.descriptor();
     if desc.type_id != identity.id()
         || have.slot_size() != identity.size()
@@ -474,6 +469,25 @@ pub(crate) fn check_ring(seg: &Segment, kind: Kind, identity: &TypeIdentity) -> 
         ));
     }
     Ok(())
+}
+
+/// Is `seg` a ring of `kind` (of any message type)?
+pub(crate) fn check_kind(seg: &Segment, kind: Kind) -> Result<()> {
+    let have = seg.layout().kind();
+    if have != kind {
+        return Err(Error::LayoutMismatch {
+            path: seg.path().to_path_buf(),
+            what: format!("the ring is a {have} ring, this handle needs a {kind} ring"),
+        });
+    }
+    Ok(())
+}
+
+/// Does `seg` record a message type (a typed ring), rather than byte
+/// messages (type id 0, no name)?
+pub(crate) fn carries_type(seg: &Segment) -> bool {
+    let desc = seg.descriptor();
+    desc.type_id != 0 || desc.type_name().is_some_and(|n| !n.is_empty())
 }
 
 /// A message type in words, as `check_ring` names both sides.

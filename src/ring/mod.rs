@@ -164,6 +164,14 @@ pub enum FramePushError {
         /// Largest payload this ring accepts.
         max: usize,
     },
+    /// The ring carries messages of one size (a typed ring, reached
+    /// through a whole-slot byte handle) and this one is not of it.
+    WrongSize {
+        /// Length of the message.
+        len: usize,
+        /// The ring's message size.
+        size: usize,
+    },
     /// The consumer's index is out of range.
     Corrupted(String),
     /// No room appeared within the timeout (blocking calls only).
@@ -179,6 +187,10 @@ impl std::fmt::Display for FramePushError {
                 f,
                 "a {len}-byte frame can never fit: this ring takes frames up to {max} bytes; create it with a larger capacity"
             ),
+            FramePushError::WrongSize { len, size } => write!(
+                f,
+                "a {len}-byte message cannot go into this ring: its type's messages are exactly {size} bytes"
+            ),
             FramePushError::Corrupted(w) => write!(f, "corrupted ring: {w}"),
             FramePushError::Timeout => f.write_str("timed out waiting for space"),
         }
@@ -186,6 +198,29 @@ impl std::fmt::Display for FramePushError {
 }
 
 impl std::error::Error for FramePushError {}
+
+/// A blocking push's error, with the value dropped (byte handles give the
+/// message back by not taking it).
+impl<T> From<PushError<T>> for FramePushError {
+    fn from(e: PushError<T>) -> FramePushError {
+        match e {
+            PushError::Timeout(_) => FramePushError::Timeout,
+            PushError::Disconnected(_) => FramePushError::Disconnected,
+            PushError::Corrupted(_, w) => FramePushError::Corrupted(w),
+        }
+    }
+}
+
+/// A non-blocking push's error, with the value dropped.
+impl<T> From<TryPushError<T>> for FramePushError {
+    fn from(e: TryPushError<T>) -> FramePushError {
+        match e {
+            TryPushError::Full(_) => FramePushError::Full,
+            TryPushError::Disconnected(_) => FramePushError::Disconnected,
+            TryPushError::Corrupted(_, w) => FramePushError::Corrupted(w),
+        }
+    }
+}
 
 // Conversions into the crate's error, so `?` works in functions returning
 // `shmring::Result`. Queue errors carry no path (they are built on the hot
@@ -257,9 +292,11 @@ impl From<FramePushError> for Error {
         match e {
             FramePushError::Full => Error::Full,
             FramePushError::Disconnected => disconnected(),
-            e @ FramePushError::TooLarge { .. } => Error::InvalidConfig {
-                what: e.to_string(),
-            },
+            e @ (FramePushError::TooLarge { .. } | FramePushError::WrongSize { .. }) => {
+                Error::InvalidConfig {
+                    what: e.to_string(),
+                }
+            }
             FramePushError::Corrupted(w) => corrupted(w),
             FramePushError::Timeout => timeout("waiting for space in the ring"),
         }

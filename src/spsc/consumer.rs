@@ -17,21 +17,34 @@ use crate::segment::Segment;
 use crate::sync::atomic::Ordering;
 use crate::wait::{self, WaitCounters, WaitStrategy};
 
-/// One non-blocking pop, on the consumer's parts.
+/// One non-blocking pop, on the consumer's parts. `read` takes the message
+/// out of a slot: it gets a pointer to the published slot at the head (in
+/// bounds, `stride` bytes, aligned for the ring's type), which is released
+/// as soon as it returns.
 #[inline]
-fn pop_one<T: Pod>(
+pub(super) fn pop_one<R>(
     ring: &RawRing,
     cursor: &mut ConsumerCursor,
     side: &mut Side,
-) -> std::result::Result<T, TryPopError> {
+    read: impl FnOnce(*const u8) -> R,
+) -> std::result::Result<R, TryPopError> {
     cursor.available(ring, || side.peer_gone(), 1)?;
-    // SAFETY: the slot is in bounds (masked), aligned for T, and published
-    // (head < tail, tail read with acquire); T is Pod so any bytes are a
-    // valid T. `read` copies it out before we release it.
-    let v = unsafe { ring.slot(cursor.head).cast::<T>().read() };
+    // The slot at the head is published (head < tail, tail read with
+    // acquire) and in bounds (masked position); the producer does not
+    // write it again until we release it below.
+    let v = read(ring.slot(cursor.head));
     cursor.release(ring, 1);
     side.active();
     Ok(v)
+}
+
+/// Reads a `T` out of a slot handed out by [`pop_one`].
+#[inline(always)]
+fn read_value<T: Pod>(slot: *const u8) -> T {
+    // SAFETY: `pop_one` hands out a published, in-bounds slot aligned for T
+    // (the ring is an SPSC ring of T, checked at attach); T is Pod so any
+    // bytes are a valid T. `read` copies it out before the release.
+    unsafe { slot.cast::<T>().read() }
 }
 
 /// The consuming half of a typed SPSC ring. At most one exists per ring.
@@ -84,7 +97,12 @@ impl<T: Pod> Consumer<T> {
     /// Takes one message.
     #[inline]
     pub fn try_pop(&mut self) -> std::result::Result<T, TryPopError> {
-        pop_one(&self.ring, &mut self.cursor, &mut self.side)
+        pop_one(
+            &self.ring,
+            &mut self.cursor,
+            &mut self.side,
+            read_value::<T>,
+        )
     }
 
     /// How blocking calls wait (default: [`WaitStrategy::default`]).
@@ -103,7 +121,9 @@ impl<T: Pod> Consumer<T> {
     pub fn pop_timeout(&mut self, timeout: Option<Duration>) -> std::result::Result<T, PopError> {
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
         let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
-            pop_poll(check_peer, side, |side| pop_one::<T>(ring, cursor, side))
+            pop_poll(check_peer, side, |side| {
+                pop_one(ring, cursor, side, read_value::<T>)
+            })
         });
         outcome.unwrap_or(Err(PopError::Timeout))
     }
@@ -116,7 +136,9 @@ impl<T: Pod> Consumer<T> {
         check_peer: bool,
     ) -> wait::Poll<std::result::Result<T, PopError>> {
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
-        pop_poll(check_peer, side, |side| pop_one::<T>(ring, cursor, side))
+        pop_poll(check_peer, side, |side| {
+            pop_one(ring, cursor, side, read_value::<T>)
+        })
     }
 
     /// The event a waiting pop sleeps on, and the segment that holds it.

@@ -39,11 +39,13 @@ pub(crate) mod flush;
 mod loom_models;
 mod producer;
 pub(crate) mod raw;
+mod slots;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use consumer::{Consumer, ReadChunk};
 pub use producer::{Producer, WriteChunk};
+pub use slots::{SlotConsumer, SlotProducer};
 
 pub use crate::ring::{Builder, PopError, PushError, TryPopError, TryPushError};
 

@@ -31,43 +31,56 @@ pub struct Producer<T: Pod> {
 }
 
 /// One non-blocking push, on the producer's parts (so a wait loop can
-/// borrow the ring and the cursor separately).
+/// borrow the ring and the cursor separately). `write` puts `value` into a
+/// slot: it gets a pointer to the free slot at the tail (in bounds, `stride`
+/// bytes, aligned for the ring's type; the consumer reads it only after we
+/// publish).
 #[inline]
-fn push_one<T: Pod>(
+pub(super) fn push_one<V>(
     ring: &RawRing,
     cursor: &mut ProducerCursor,
     side: &mut Side,
     persistent: bool,
-    value: T,
-) -> std::result::Result<(), TryPushError<T>> {
+    value: V,
+    write: impl FnOnce(*mut u8, V),
+) -> std::result::Result<(), TryPushError<V>> {
     match cursor.free(ring, 1) {
         Ok(0) => return Err(full_error(side, persistent, value)),
         Ok(_) => {}
         Err(what) => return Err(TryPushError::Corrupted(value, what)),
     }
-    // Slots are aligned for T: data_offset is aligned to max(128, align_of
-    // T) and the stride is a multiple of align_of T.
-    // SAFETY: in bounds (masked position) and aligned; free (tail - head <
-    // capacity, head read with acquire), so the consumer reads it only after
-    // we publish.
-    unsafe { ring.slot(cursor.tail).cast::<T>().write(value) };
+    // The slot at the tail is free (tail - head < capacity, head read with
+    // acquire) and in bounds (masked position).
+    write(ring.slot(cursor.tail), value);
     cursor.publish(ring, 1);
     side.active();
     Ok(())
 }
 
+/// Writes a `T` into a slot handed out by [`push_one`].
+#[inline(always)]
+fn write_value<T: Pod>(slot: *mut u8, value: T) {
+    // Slots are aligned for T: data_offset is aligned to max(128, align_of
+    // T) and the stride is a multiple of align_of T (the ring is an SPSC
+    // ring of T, checked at attach).
+    // SAFETY: `push_one` hands out a free, in-bounds slot of at least
+    // size_of T bytes that the consumer does not read until we publish.
+    unsafe { slot.cast::<T>().write(value) }
+}
+
 /// One poll of a waiting push: `Ok` with the outcome once decided,
 /// `Err(value)` while the ring is full. `check_peer`: look at the
 /// consumer's lock now (a dead consumer cannot wake us).
-fn push_poll<T: Pod>(
+pub(super) fn push_poll<V>(
     ring: &RawRing,
     cursor: &mut ProducerCursor,
     side: &mut Side,
     persistent: bool,
-    value: T,
+    value: V,
     check_peer: bool,
-) -> std::result::Result<std::result::Result<(), PushError<T>>, T> {
-    match push_one(ring, cursor, side, persistent, value) {
+    write: impl FnOnce(*mut u8, V),
+) -> std::result::Result<std::result::Result<(), PushError<V>>, V> {
+    match push_one(ring, cursor, side, persistent, value, write) {
         Ok(()) => Ok(Ok(())),
         Err(TryPushError::Full(v)) => {
             // Checked on persistent rings too: it also looks for a
@@ -79,6 +92,42 @@ fn push_poll<T: Pod>(
         }
         Err(TryPushError::Disconnected(v)) => Ok(Err(PushError::Disconnected(v))),
         Err(TryPushError::Corrupted(v, w)) => Ok(Err(PushError::Corrupted(v, w))),
+    }
+}
+
+/// A blocking push on the producer's parts: waits with `strategy` at most
+/// `timeout` while the ring is full.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn push_blocking<V>(
+    ring: &RawRing,
+    cursor: &mut ProducerCursor,
+    side: &mut Side,
+    persistent: bool,
+    strategy: WaitStrategy,
+    value: V,
+    timeout: Option<Duration>,
+    write: impl Fn(*mut u8, V),
+) -> std::result::Result<(), PushError<V>> {
+    let mut slot = Some(value);
+    let outcome = wait::block_on(ring.space_wait(), strategy, timeout, |check_peer| {
+        let Some(v) = slot.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match push_poll(ring, cursor, side, persistent, v, check_peer, &write) {
+            Ok(done) => Poll::Ready(done),
+            Err(v) => {
+                slot = Some(v);
+                Poll::Pending
+            }
+        }
+    });
+    match outcome {
+        Ok(r) => r,
+        // The value is put back on every pending poll, and the wait ends
+        // in a timeout only after a pending one.
+        Err(()) => Err(PushError::Timeout(
+            slot.take().expect("value kept while pending"),
+        )),
     }
 }
 
@@ -132,6 +181,7 @@ impl<T: Pod> Producer<T> {
             &mut self.side,
             self.persistent,
             value,
+            write_value::<T>,
         )
     }
 
@@ -153,31 +203,16 @@ impl<T: Pod> Producer<T> {
         value: T,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), PushError<T>> {
-        let (ring, cursor, side, persistent) = (
+        push_blocking(
             &self.ring,
             &mut self.cursor,
             &mut self.side,
             self.persistent,
-        );
-        let mut slot = Some(value);
-        let outcome = wait::block_on(ring.space_wait(), self.strategy, timeout, |check_peer| {
-            let Some(v) = slot.take() else {
-                return Poll::Ready(Ok(()));
-            };
-            match push_poll(ring, cursor, side, persistent, v, check_peer) {
-                Ok(done) => Poll::Ready(done),
-                Err(v) => {
-                    slot = Some(v);
-                    Poll::Pending
-                }
-            }
-        });
-        match outcome {
-            Ok(r) => r,
-            Err(()) => Err(PushError::Timeout(
-                slot.take().expect("value kept while pending"),
-            )),
-        }
+            self.strategy,
+            value,
+            timeout,
+            write_value::<T>,
+        )
     }
 
     /// One poll of a waiting push (the async layer): `Err(value)` while
@@ -195,6 +230,7 @@ impl<T: Pod> Producer<T> {
             self.persistent,
             value,
             check_peer,
+            write_value::<T>,
         )
     }
 

@@ -8,6 +8,7 @@ use shmring::broadcast::BytesPublisher;
 use shmring::frames::{self, FramePushError};
 use shmring::mpmc::BytesProducer;
 use shmring::segment::{Upstream, UpstreamWriter};
+use shmring::spsc::SlotProducer;
 use shmring::wait::WaitStrategy;
 use shmring::{Kind, Segment};
 use std::sync::mpsc::RecvTimeoutError;
@@ -83,33 +84,37 @@ pub struct Options {
     pub wait: WaitStrategy,
 }
 
-/// The producing half of the destination ring.
+/// The producing half of the destination ring: any kind, byte or typed
+/// (a typed ring gets each message's bytes as one value, after the type
+/// identity in its attachment matched the ring's).
 enum Sink {
     Frames(frames::Producer),
+    Spsc(SlotProducer),
     Mpmc(BytesProducer),
     Broadcast(BytesPublisher),
 }
 
 impl Sink {
-    fn attach(seg: &Arc<Segment>, identity: &Identity) -> Result<Sink, BridgeError> {
-        match seg.layout().kind() {
-            Kind::Frames => Ok(Sink::Frames(frames::Producer::attach(seg.clone())?)),
-            Kind::Mpmc if identity.is_bytes() => {
-                Ok(Sink::Mpmc(BytesProducer::attach(seg.clone())?))
-            }
-            Kind::Broadcast if identity.is_bytes() => {
-                Ok(Sink::Broadcast(BytesPublisher::attach(seg.clone())?))
-            }
-            kind => Err(BridgeError::Unsupported(format!(
-                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC and broadcast rings (what `shmring create`, `send` and `recv` use)",
-                seg.path().display()
-            ))),
+    fn attach(seg: &Arc<Segment>, wait: WaitStrategy) -> Result<Sink, BridgeError> {
+        let mut sink = match seg.layout().kind() {
+            Kind::Frames => Sink::Frames(frames::Producer::attach(seg.clone())?),
+            Kind::Spsc => Sink::Spsc(SlotProducer::attach(seg.clone())?),
+            Kind::Mpmc => Sink::Mpmc(BytesProducer::attach_any(seg.clone())?),
+            Kind::Broadcast => Sink::Broadcast(BytesPublisher::attach_any(seg.clone())?),
+        };
+        match &mut sink {
+            Sink::Frames(tx) => tx.set_wait_strategy(wait),
+            Sink::Spsc(tx) => tx.set_wait_strategy(wait),
+            Sink::Mpmc(tx) => tx.set_wait_strategy(wait),
+            Sink::Broadcast(tx) => tx.set_wait_strategy(wait),
         }
+        Ok(sink)
     }
 
     fn push_timeout(&mut self, msg: &[u8], limit: Duration) -> Result<(), FramePushError> {
         match self {
             Sink::Frames(tx) => tx.push_timeout(msg, Some(limit)),
+            Sink::Spsc(tx) => tx.push_timeout(msg, Some(limit)),
             Sink::Mpmc(tx) => tx.push_timeout(msg, Some(limit)),
             Sink::Broadcast(tx) => tx.push_timeout(msg, Some(limit)).map(|_| ()),
         }
@@ -210,15 +215,7 @@ pub fn run(
         }
         let sink = match &mut sink {
             Some(s) => s,
-            None => {
-                let mut new = Sink::attach(&seg, &expected)?;
-                match &mut new {
-                    Sink::Frames(tx) => tx.set_wait_strategy(options.wait),
-                    Sink::Mpmc(tx) => tx.set_wait_strategy(options.wait),
-                    Sink::Broadcast(tx) => tx.set_wait_strategy(options.wait),
-                }
-                sink.insert(new)
-            }
+            None => sink.insert(Sink::attach(&seg, options.wait)?),
         };
         match tracker.observe(header.session, header.seq, counters) {
             Seen::Repeat => continue,
@@ -264,6 +261,14 @@ pub fn run(
                         header.seq,
                         seg.path().display()
                     )));
+                }
+                // The type matched but the length is not the type's: a
+                // malformed message from a foreign or buggy source.
+                Err(e @ FramePushError::WrongSize { .. }) => {
+                    return Err(BridgeError::Foreign {
+                        key: key.to_string(),
+                        what: format!("message {}: {e}", header.seq),
+                    });
                 }
                 Err(FramePushError::Corrupted(what)) => {
                     return Err(BridgeError::Ring(shmring::Error::Corrupted {

@@ -8,8 +8,10 @@
 //! host A: producer -> ring A -> bridge out --zenoh/tcp--> bridge in -> ring B -> consumer :host B
 //! ```
 //!
-//! - [`out::run`] consumes a ring (frames, or a byte-slot MPMC ring) and
-//!   publishes each message, bytes unchanged, to a key expression. Each
+//! - [`out::run`] consumes a ring of any kind (frames, SPSC, MPMC, or as
+//!   one subscriber of a broadcast ring; byte or typed: a typed ring's
+//!   messages go as the bytes of each value) and publishes each message,
+//!   bytes unchanged, to a key expression. Each
 //!   message carries an attachment ([`wire`]): the bridge's session (a
 //!   random number per run), the message's sequence number (1, 2, ...) and
 //!   the ring's type identity (name, size, alignment, id).
@@ -42,6 +44,10 @@ pub mod inbound;
 pub mod net;
 pub mod out;
 pub mod wire;
+
+/// The Zenoh crate this one is built with (sessions from [`net::NetOptions::open`]
+/// are its sessions).
+pub use zenoh;
 
 use std::time::Duration;
 

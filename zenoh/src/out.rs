@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use shmring::broadcast::{self, BytesSubscriber, Start};
 use shmring::frames;
 use shmring::mpmc::BytesConsumer;
-use shmring::spsc::PopError;
+use shmring::spsc::{PopError, SlotConsumer};
 use shmring::wait::WaitStrategy;
 use shmring::{Kind, Segment};
 use zenoh::Wait;
@@ -64,9 +64,13 @@ pub struct Options {
     pub wait: WaitStrategy,
 }
 
-/// The consuming half of the source ring.
+/// The consuming half of the source ring: any kind, byte or typed (a
+/// typed ring's messages travel as the bytes of one value each, its type
+/// identity in the attachment).
 enum Source {
     Frames(frames::Consumer),
+    /// A typed SPSC ring, and the buffer each message is copied into.
+    Spsc(SlotConsumer, Vec<u8>),
     Mpmc(BytesConsumer),
     /// One subscriber of a broadcast ring, from the oldest message kept.
     Broadcast(BytesSubscriber, Vec<u8>),
@@ -74,20 +78,23 @@ enum Source {
 
 impl Source {
     fn attach(seg: &Arc<Segment>) -> Result<Source, BridgeError> {
-        let identity = Identity::of_ring(seg);
-        match seg.layout().kind() {
-            Kind::Frames => Ok(Source::Frames(frames::Consumer::attach(seg.clone())?)),
-            Kind::Mpmc if identity.is_bytes() => {
-                Ok(Source::Mpmc(BytesConsumer::attach(seg.clone())?))
-            }
-            Kind::Broadcast if identity.is_bytes() => Ok(Source::Broadcast(
-                BytesSubscriber::attach(seg.clone(), Start::Oldest)?,
+        Ok(match seg.layout().kind() {
+            Kind::Frames => Source::Frames(frames::Consumer::attach(seg.clone())?),
+            Kind::Spsc => Source::Spsc(SlotConsumer::attach(seg.clone())?, Vec::new()),
+            Kind::Mpmc => Source::Mpmc(BytesConsumer::attach_any(seg.clone())?),
+            Kind::Broadcast => Source::Broadcast(
+                BytesSubscriber::attach_any(seg.clone(), Start::Oldest)?,
                 Vec::new(),
-            )),
-            kind => Err(BridgeError::Unsupported(format!(
-                "{} is a {kind} ring of {identity}: this bridge carries frame rings and byte-slot MPMC and broadcast rings (what `shmring create`, `send` and `recv` use)",
-                seg.path().display()
-            ))),
+            ),
+        })
+    }
+
+    fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        match self {
+            Source::Frames(rx) => rx.set_wait_strategy(wait),
+            Source::Spsc(rx, _) => rx.set_wait_strategy(wait),
+            Source::Mpmc(rx) => rx.set_wait_strategy(wait),
+            Source::Broadcast(rx, _) => rx.set_wait_strategy(wait),
         }
     }
 }
@@ -106,11 +113,7 @@ pub fn run(
 ) -> Result<(), BridgeError> {
     let key_expr = crate::net::key_expr(key)?;
     let mut source = Source::attach(&seg)?;
-    match &mut source {
-        Source::Frames(rx) => rx.set_wait_strategy(options.wait),
-        Source::Mpmc(rx) => rx.set_wait_strategy(options.wait),
-        Source::Broadcast(rx, _) => rx.set_wait_strategy(options.wait),
-    }
+    source.set_wait_strategy(options.wait);
     let publisher = session
         .declare_publisher(key_expr)
         .congestion_control(options.qos.congestion)
@@ -180,6 +183,13 @@ pub fn run(
                     }
                     let n = batch.len();
                     batch.release(n);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Source::Spsc(rx, buf) => match rx.pop_into_timeout(buf, Some(SLICE)) {
+                Ok(()) => {
+                    publish(buf, &mut attachment, &mut seq)?;
                     Ok(())
                 }
                 Err(e) => Err(e),

@@ -259,6 +259,7 @@ pub(super) fn send(
                         "a {len}-byte line does not fit this ring's slots (at most {max} bytes each); create it with a larger --slot-size"
                     )));
                 }
+                Err(e @ FramePushError::WrongSize { .. }) => return Err(invalid(e.to_string())),
                 Err(FramePushError::Corrupted(w)) => return Err(corrupted(&path, w)),
                 Err(FramePushError::Disconnected) => {
                     return Err(Error::Disconnected { path });

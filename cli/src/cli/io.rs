@@ -620,7 +620,7 @@ pub(super) fn send(
                         ),
                     });
                 }
-                Err(e @ FramePushError::TooLarge { .. }) => {
+                Err(e @ (FramePushError::TooLarge { .. } | FramePushError::WrongSize { .. })) => {
                     return Err(Error::InvalidConfig {
                         what: e.to_string(),
                     });
