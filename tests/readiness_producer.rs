@@ -394,12 +394,14 @@ fn readable(ready: &Readiness, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // Rounded up: a timeout never ends before the deadline.
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd on our stack, count 1; the fd is open
         // (owned by `ready`, borrowed for the call).
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         match rc {
-            0 => return false,
+            0 if Instant::now() >= deadline => return false,
+            0 => {}
             n if n > 0 => return pfd.revents & libc::POLLIN != 0,
             _ => {
                 let e = std::io::Error::last_os_error();
@@ -629,4 +631,38 @@ fn idle_producer() {
     drop(ready);
     drop(tx);
     std::process::exit(0);
+}
+
+#[test]
+fn a_frame_producer_holding_a_large_frame_is_not_signalled_while_it_does_not_fit() {
+    if child_role().is_some() {
+        return;
+    }
+    // 256 bytes: sixteen 8-byte frames (16 bytes each with the header).
+    let (mut tx, mut rx) = frames::anonymous(256).unwrap();
+    let mut pushed = 0u64;
+    while tx.try_push(&pushed.to_le_bytes()).is_ok() {
+        pushed += 1;
+    }
+    let large = [7u8; 100];
+    let ready = Readiness::new().unwrap();
+    let mut buf = Vec::new();
+    rx.try_pop(&mut buf).unwrap();
+    for popped in 1..=3 {
+        // Each pop frees 16 bytes: never enough for the 100-byte frame.
+        assert_eq!(tx.try_push(&large), Err(FramePushError::Full));
+        // Armed after Full: not signalled (a loop would spin), but the
+        // consumer's next pop signals it.
+        ready.arm_producer(&mut tx);
+        assert!(!ready.clear().unwrap(), "signalled after pop {popped}");
+        rx.try_pop(&mut buf).unwrap();
+        assert!(readable(&ready, GUARD), "a pop did not signal the armed fd");
+        assert!(ready.clear().unwrap());
+    }
+    // Once the consumer has taken everything, the largest frame fits and
+    // arming signals at once.
+    while rx.try_pop(&mut buf).is_ok() {}
+    ready.arm_producer(&mut tx);
+    assert!(ready.clear().unwrap(), "an empty ring did not signal");
+    assert_eq!(tx.try_push(&large), Ok(()));
 }
