@@ -60,8 +60,9 @@
 //! ([`Readiness::arm_producer`], for producers that found their ring full):
 //! for epoll, mio, tokio's `AsyncFd`, or another language's event loop.
 //! Arming registers in the same eventcount as a sleeper, so the peer pays
-//! one `FUTEX_WAKE` for its first message (or pop) after arming, and
-//! nothing while nobody is armed.
+//! a `FUTEX_WAKE` per message (or pop) only while the fd is armed and the
+//! waker thread has not yet seen the first one, and nothing while nobody
+//! is armed.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

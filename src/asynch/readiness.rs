@@ -71,9 +71,12 @@ impl Shared {
 /// ```
 ///
 /// An armed ring makes its publisher (for a producer's fd: the consumer
-/// that frees room) bump the futex word and issue one `FUTEX_WAKE` for the
-/// first message (or pop) after arming, then nothing until it is armed
-/// again: no system call per message, and an idle fd stays quiet.
+/// that frees room) bump the futex word and issue a `FUTEX_WAKE` for each
+/// message (or pop) from arming until the waker thread has seen the first
+/// one and withdrawn the registration (a few microseconds: the time the
+/// thread takes to be scheduled), then nothing until it is armed again: no
+/// system call per message while nobody is armed, and an idle fd stays
+/// quiet.
 /// The fd does not notice a peer that crashes (a dead process signals
 /// nothing): an event loop that must know checks `is_producer_alive` (or
 /// `is_consumer_alive`), or tries its push, every
@@ -124,7 +127,8 @@ impl Readiness {
     /// largest frame, or the consumer's next take after arming. So a loop
     /// that arms again after `Full` never spins, whatever the size of the
     /// frame it is holding. A consumer pays for this only while the fd is
-    /// armed: one `FUTEX_WAKE` on its first take.
+    /// armed (a `FUTEX_WAKE` per take until the waker thread has seen the
+    /// first one).
     pub fn arm_producer<P, V>(&self, producer: &mut P)
     where
         P: AsyncProducer<V> + ?Sized,
