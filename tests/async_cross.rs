@@ -103,19 +103,6 @@ fn async_child() {
     std::process::exit(0);
 }
 
-/// CPU time of every thread of this process (each thread's
-/// /proc/self/task/*/schedstat: nanoseconds on a CPU, precise).
-fn process_cpu() -> Duration {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path().join("schedstat");
-        if let Ok(s) = std::fs::read_to_string(path) {
-            ns += s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
-        }
-    }
-    Duration::from_nanos(ns)
-}
-
 fn spawn(role: &str, dir: &TestDir, name: &str, extra: &[(&str, String)]) -> ChildGuard {
     let mut env = vec![
         ("C_DIR", dir.path.display().to_string()),
@@ -241,28 +228,9 @@ fn an_idle_async_consumer_and_an_idle_readiness_fd_stay_quiet() {
         .create()
         .unwrap();
     let child = spawn("idle-consumer", &dir, "r", &[]);
-    let out = child.output_within(GUARD);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("idle: "))
-        .unwrap_or_else(|| panic!("no report: {stdout}"));
-    eprintln!("{line}");
-    let field = |key: &str| -> String {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key))
-            .unwrap_or_else(|| panic!("{key} missing in {line}"))
-            .to_string()
-    };
-    let cpu: u64 = field("cpu_ns=").parse().unwrap();
-    let wall: u64 = field("wall_ns=").parse().unwrap();
-    assert!(wall >= 2_000_000_000, "measured over {wall} ns");
-    // Under 1% of one core over the window.
-    assert!(
-        cpu * 100 < wall,
-        "idle async consumer used {cpu} ns of CPU in {wall} ns"
-    );
+    let report = Report::find(&child.output_within(GUARD), "idle: ");
+    let field = |key: &str| report.field(key);
+    report.assert_idle(Duration::from_secs(2), "idle async consumer");
     assert_eq!(field("signalled="), "false", "the idle readiness fd fired");
     assert_eq!(
         field("waiters="),

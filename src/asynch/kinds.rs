@@ -4,7 +4,7 @@
 //!
 //! A kind adds its impls here: `__poll_recv` / `__poll_send` from its
 //! wait-loop poll, `__wait_parts` from its data or space event,
-//! `__is_ready` from a look that claims nothing.
+//! `__is_ready` / `__is_writable` from a look that claims nothing.
 
 use std::sync::Arc;
 
@@ -68,9 +68,10 @@ macro_rules! consumer {
     };
 }
 
-/// The impls of a producer kind: what it sends, its error, its poll.
+/// The impls of a producer kind: what it sends, its error, its poll, its
+/// room look (conservative: `true` only when a send would not wait).
 macro_rules! producer {
-    ([$($g:tt)*] $ty:ty, $value:ty, $error:ty, |$h:ident, $v:ident, $check:ident| $poll:expr) => {
+    ([$($g:tt)*] $ty:ty, $value:ty, $error:ty, |$h:ident, $v:ident, $check:ident| $poll:expr, $room:ident) => {
         impl<$($g)*> AsyncProducer<$value> for $ty {
             type Error = $error;
             fn __poll_send(
@@ -80,6 +81,9 @@ macro_rules! producer {
             ) -> Result<Result<(), $error>, $value> {
                 let $h = self;
                 $poll
+            }
+            fn __is_writable(&mut self) -> bool {
+                self.$room()
             }
             fn __wait_parts(&self) -> (ReadyEvent<'_>, &Arc<Segment>) {
                 parts(self.wait_parts())
@@ -103,18 +107,32 @@ consumer!(
     readable
 );
 
-impl<T: Pod> Sealed for spsc::Producer<T> {}
-producer!([T: Pod] spsc::Producer<T>, T, PushError<T>, |h, v, check| h.poll_push(v, check));
-impl Sealed for frames::Producer {}
-producer!(['a] frames::Producer, &'a [u8], FramePushError, |h, v, check| {
-    bytes_sent(v, h.poll_push(v, check))
-});
-impl<T: Pod> Sealed for mpmc::Producer<T> {}
-producer!([T: Pod] mpmc::Producer<T>, T, PushError<T>, |h, v, check| h.poll_push(v, check));
-impl Sealed for mpmc::BytesProducer {}
-producer!(['a] mpmc::BytesProducer, &'a [u8], FramePushError, |h, v, check| {
-    bytes_sent(v, h.poll_push(v, check))
-});
+/// A typed producer kind (sends a `T`, `PushError` gives it back), with its
+/// room look.
+macro_rules! typed_producer {
+    ([$($g:tt)*] $ty:ty, $room:ident) => {
+        impl<$($g)*> Sealed for $ty {}
+        producer!([$($g)*] $ty, T, PushError<T>, |h, v, check| h.poll_push(v, check), $room);
+    };
+}
+
+/// A byte producer kind (sends a `&[u8]`), with its room look.
+macro_rules! bytes_producer {
+    ($ty:ty, $room:ident) => {
+        impl Sealed for $ty {}
+        producer!(['a] $ty, &'a [u8], FramePushError, |h, v, check| {
+            bytes_sent(v, h.poll_push(v, check))
+        }, $room);
+    };
+}
+
+// The spsc and typed broadcast looks are their `select` readiness (exact:
+// room for one message, or finished); the others are `writable` (for
+// frames: room for the largest frame).
+typed_producer!([T: Pod] spsc::Producer<T>, is_ready);
+bytes_producer!(frames::Producer, writable);
+typed_producer!([T: Pod] mpmc::Producer<T>, writable);
+bytes_producer!(mpmc::BytesProducer, writable);
 
 /// Broadcast subscribers: each message with its sequence number; a lap or
 /// an eviction is reported and the stream goes on.
@@ -145,9 +163,5 @@ macro_rules! subscriber {
 subscriber!([T: Message] broadcast::Subscriber<T>, (u64, T));
 subscriber!([] broadcast::BytesSubscriber, (u64, Vec<u8>));
 
-impl<T: Message> Sealed for broadcast::Publisher<T> {}
-producer!([T: Message] broadcast::Publisher<T>, T, PushError<T>, |h, v, check| h.poll_push(v, check));
-impl Sealed for broadcast::BytesPublisher {}
-producer!(['a] broadcast::BytesPublisher, &'a [u8], FramePushError, |h, v, check| {
-    bytes_sent(v, h.poll_push(v, check))
-});
+typed_producer!([T: Message] broadcast::Publisher<T>, is_ready);
+bytes_producer!(broadcast::BytesPublisher, writable);

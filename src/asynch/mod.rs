@@ -56,8 +56,36 @@
 //! # Readiness fd
 //!
 //! [`Readiness`] is an eventfd that the same thread signals when a ring it
-//! was armed on has a message: for epoll, mio, tokio's `AsyncFd`, or
-//! another language's event loop.
+//! was armed on has a message ([`Readiness::arm`], for consumers) or room
+//! ([`Readiness::arm_producer`], for producers that found their ring full):
+//! for epoll, mio, tokio's `AsyncFd`, or another language's event loop.
+//! Arming registers in the same eventcount as a sleeper, so the peer pays
+//! a `FUTEX_WAKE` per message (or pop) only while the fd is armed and the
+//! waker thread has not yet seen the first one, and nothing while nobody
+//! is armed.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shmring::asynch::Readiness;
+//! use shmring::spsc::{Producer, TryPushError};
+//!
+//! let mut tx = Producer::<u64>::open("ticks")?;
+//! let ready = Readiness::new()?;
+//! let mut next = 0u64;
+//! loop {
+//!     match tx.try_push(next) {
+//!         Ok(()) => next += 1,
+//!         Err(TryPushError::Full(_)) => {
+//!             ready.arm_producer(&mut tx);
+//!             // ... register `ready.as_fd()` with epoll/mio and wait
+//!             // until it is readable (another process popped) ...
+//!             ready.clear()?;
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! # }
+//! ```
 //!
 //! # New ring kinds
 //!
@@ -149,6 +177,12 @@ pub trait AsyncProducer<V>: sealed::Sealed {
     /// full.
     #[doc(hidden)]
     fn __poll_send(&mut self, value: V, check_peer: bool) -> Result<Result<(), Self::Error>, V>;
+
+    /// Would a send find room now (or the ring finished) without sending?
+    /// A hint for [`Readiness::arm_producer`] that errs towards `false`:
+    /// `true` means a send of any value would not wait.
+    #[doc(hidden)]
+    fn __is_writable(&mut self) -> bool;
 
     /// The "space" eventcount and the segment holding it.
     #[doc(hidden)]

@@ -1,12 +1,12 @@
 //! A readiness fd: an eventfd that the waker thread signals when a ring it
-//! was armed on has something to take.
+//! was armed on has something to take (a consumer) or room (a producer).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use super::AsyncConsumer;
 use super::waker::{self, Target, Ticket, Watch};
+use super::{AsyncConsumer, AsyncProducer};
 use crate::sys;
 
 /// The eventfd, shared with the waker thread's entries.
@@ -25,20 +25,62 @@ impl Shared {
 
 /// An eventfd for event loops (epoll, mio, tokio's `AsyncFd`, other
 /// languages): it becomes readable when a consumer it was
-/// [armed](Readiness::arm) on has a message (or its ring finished).
+/// [armed](Readiness::arm) on has a message (or its ring finished), or
+/// when a producer it was [armed](Readiness::arm_producer) on has room (or
+/// its ring finished: consumers of a non-persistent ring gone).
 ///
 /// Arming is one-shot, like `EPOLLONESHOT`: the loop is
 ///
-/// 1. `arm` every consumer; wait until the fd is readable;
+/// 1. `arm` every consumer and `arm_producer` every producer that found
+///    its ring full; wait until the fd is readable;
 /// 2. [`clear`](Readiness::clear) it, drain each consumer with `try_pop`
-///    (or `recv().await` in async code), and arm them again.
+///    (or `recv().await` in async code), push with `try_push` until
+///    `Full`, and arm them again.
 ///
-/// An armed ring makes its publisher bump the futex word and issue one
-/// `FUTEX_WAKE` for the first message after arming, then nothing until it
-/// is armed again: no system call per message, and an idle fd stays quiet.
+/// One fd can watch consumers and producers of any kinds at once.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use shmring::asynch::Readiness;
+/// use shmring::spsc::{self, TryPushError};
+///
+/// // The consumer is usually another process; an anonymous pair here.
+/// let (mut tx, mut rx) = spsc::anonymous::<u64>(4)?;
+/// let ready = Readiness::new()?;
+/// let mut next = 0u64;
+/// loop {
+///     match tx.try_push(next) {
+///         Ok(()) => next += 1,
+///         Err(TryPushError::Full(_)) => break,
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// // Full: arm the producer. The fd stays quiet while nobody pops.
+/// ready.arm_producer(&mut tx);
+/// assert!(!ready.clear()?);
+/// assert_eq!(rx.try_pop()?, 0);
+/// // Wait until `ready.as_fd()` is readable (poll(2), epoll, mio, AsyncFd).
+/// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+/// # while !ready.clear()? {
+/// #     assert!(std::time::Instant::now() < deadline, "not signalled");
+/// #     std::thread::sleep(std::time::Duration::from_millis(1));
+/// # }
+/// // The fd was readable (and is cleared): there is room again.
+/// tx.try_push(next)?;
+/// # Ok(()) }
+/// ```
+///
+/// An armed ring makes its publisher (for a producer's fd: the consumer
+/// that frees room) bump the futex word and issue a `FUTEX_WAKE` for each
+/// message (or pop) from arming until the waker thread has seen the first
+/// one and withdrawn the registration (a few microseconds: the time the
+/// thread takes to be scheduled), then nothing until it is armed again: no
+/// system call per message while nobody is armed, and an idle fd stays
+/// quiet.
 /// The fd does not notice a peer that crashes (a dead process signals
-/// nothing): an event loop that must know checks `is_producer_alive`
-/// every [`crate::wait::PEER_CHECK_INTERVAL`] or so. A peer that detaches
+/// nothing): an event loop that must know checks `is_producer_alive` (or
+/// `is_consumer_alive`), or tries its push, every
+/// [`crate::wait::PEER_CHECK_INTERVAL`] or so. A peer that detaches
 /// cleanly does signal it.
 pub struct Readiness {
     shared: Arc<Shared>,
@@ -71,6 +113,35 @@ impl Readiness {
     pub fn arm<C: AsyncConsumer + ?Sized>(&self, consumer: &mut C) {
         let (event, seg) = consumer.__wait_parts();
         let watch = Watch::new(event.0, seg);
+        self.arm_watch(watch, || consumer.__is_ready());
+    }
+
+    /// Arms the fd on `producer` (every producer kind, typed or bytes):
+    /// it is signalled once, as soon as the producer's ring has room (at
+    /// once if it has now), or once it is finished (the consumers of a
+    /// non-persistent ring are gone, or it is corrupted): the next
+    /// `try_push` says which. Arming a ring that is still armed does
+    /// nothing. Arm after a push found the ring full.
+    ///
+    /// "Room" is room for any message: for a frame ring, room for the
+    /// largest frame, or the consumer's next take after arming. So a loop
+    /// that arms again after `Full` never spins, whatever the size of the
+    /// frame it is holding. A consumer pays for this only while the fd is
+    /// armed (a `FUTEX_WAKE` per take until the waker thread has seen the
+    /// first one).
+    pub fn arm_producer<P, V>(&self, producer: &mut P)
+    where
+        P: AsyncProducer<V> + ?Sized,
+    {
+        let (event, seg) = producer.__wait_parts();
+        let watch = Watch::new(event.0, seg);
+        self.arm_watch(watch, || producer.__is_writable());
+    }
+
+    /// Registers on `watch`'s eventcount, then signals at once if `ready()`
+    /// (the re-check of the eventcount protocol), else hands the
+    /// registration to the waker thread.
+    fn arm_watch(&self, watch: Watch, ready: impl FnOnce() -> bool) {
         let word = std::ptr::from_ref(&watch.event().line.seq) as usize;
         // A poisoned lock only means a panic elsewhere; the list is valid.
         let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,7 +150,7 @@ impl Readiness {
             return;
         }
         let key = watch.event().register();
-        if consumer.__is_ready() {
+        if ready() {
             watch.event().unregister();
             self.shared.signal();
             return;

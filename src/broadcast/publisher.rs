@@ -73,6 +73,13 @@ impl PubCore {
             .is_some_and(|r| r.state.load(Ordering::Acquire) == ROLE_ATTACHED)
     }
 
+    /// Would a push not wait now (room, or an error to report)? Writes
+    /// nothing (`select` and the readiness fd).
+    #[cfg(not(loom))]
+    fn writable(&mut self) -> bool {
+        !matches!(self.room(false), Err(Blocked::Full))
+    }
+
     /// Room for one more message now? `check_now`: also check the locks of
     /// the subscribers that hold the publisher up, and the eviction delay.
     fn room(&mut self, check_now: bool) -> std::result::Result<(), Blocked> {
@@ -424,6 +431,13 @@ impl BytesPublisher {
         (self.core.ring.space_wait(), self.core.side.segment())
     }
 
+    /// Would a push not wait now (always, on an `overwrite` ring)? Writes
+    /// nothing (a readiness hint).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn writable(&mut self) -> bool {
+        self.core.writable()
+    }
+
     /// How blocking calls wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.core.strategy = strategy;
@@ -454,7 +468,7 @@ impl std::fmt::Debug for BytesPublisher {
 #[cfg(not(loom))]
 impl<T: Message> wait::Selectable for Publisher<T> {
     fn is_ready(&mut self) -> bool {
-        !matches!(self.core.room(false), Err(Blocked::Full))
+        self.core.writable()
     }
 
     fn producer_gone(&self) -> bool {

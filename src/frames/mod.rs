@@ -139,6 +139,16 @@ fn encode(len: u64, tag: u32) -> u64 {
 // The frame protocol as functions over the ring and the cursors, so that the
 // handles below and the loom model run the same code.
 
+/// Bytes a frame of `len` payload bytes takes when written at `tail` in a
+/// ring of `cap` bytes: its size, plus the rest of the area before it when
+/// it does not fit there and must start at offset 0.
+#[inline]
+pub(crate) fn room_needed(cap: u64, tail: u64, len: u64) -> u64 {
+    let size = frame_size(len);
+    let to_end = cap - (tail & (cap - 1));
+    if size <= to_end { size } else { to_end + size }
+}
+
 /// Finds room for a frame of `len` payload bytes (`len <= max_payload`).
 /// Writes a wrap marker if the frame must start at offset 0. Returns the
 /// position of the frame's header, or `None` when there is not enough room.
@@ -150,9 +160,8 @@ pub(crate) fn reserve_at(
 ) -> std::result::Result<Option<u64>, String> {
     let cap = ring.capacity();
     let size = frame_size(len);
-    let offset = cursor.tail & (cap - 1);
-    let to_end = cap - offset;
-    let need = if size <= to_end { size } else { to_end + size };
+    let to_end = cap - (cursor.tail & (cap - 1));
+    let need = room_needed(cap, cursor.tail, len);
     if cursor.free(ring, need)? < need {
         return Ok(None);
     }

@@ -207,6 +207,27 @@ impl Producer {
         (self.ring.space_wait(), self.side.segment())
     }
 
+    /// Would a frame of the largest size fit now (or is the consumer of a
+    /// non-persistent ring gone, or the ring corrupted)? A readiness hint
+    /// that reserves nothing. It errs towards `false` so that a loop
+    /// re-arming after `Full` never spins: when it says so, a push of any
+    /// size succeeds; when it does not, the consumer still has frames to
+    /// take (an empty ring fits the largest frame), and its next one wakes
+    /// the waiter.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn writable(&mut self) -> bool {
+        let cap = self.ring.capacity();
+        let need = super::room_needed(cap, self.cursor.tail, max_payload(cap));
+        match self.cursor.free(&self.ring, need) {
+            Ok(free) => {
+                free >= need
+                    || self.side.memory_lost()
+                    || (!self.persistent && self.side.peer_gone())
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Copies `payload` into one frame, waiting at most `timeout` (`None`:
     /// no limit) for room.
     pub fn push_timeout(

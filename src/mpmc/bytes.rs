@@ -174,6 +174,13 @@ impl BytesProducer {
         self.core.wait_parts(false)
     }
 
+    /// Would a send find room now (or the ring finished)? Sends nothing (a
+    /// readiness hint).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn writable(&mut self) -> bool {
+        self.core.writable()
+    }
+
     /// Is some consumer attached and alive right now?
     pub fn is_consumer_alive(&self) -> bool {
         self.core.side.peer_alive_now()

@@ -342,6 +342,16 @@ impl Core {
         self.pending.is_some() || self.ring.head_settled()
     }
 
+    /// Producers: would a claim of one slot find it free (or are the
+    /// consumers of a non-persistent ring gone, or the memory lost)? A
+    /// hint for readiness that claims nothing and errs towards `false`.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(super) fn writable(&mut self) -> bool {
+        self.ring.tail_free()
+            || self.side.memory_lost()
+            || (!self.persistent && self.side.peer_gone())
+    }
+
     #[inline]
     pub(super) fn publish(&mut self, pos: u64, n: u64, skip: bool) {
         self.ring.publish(self.side.role(), pos, n, skip);

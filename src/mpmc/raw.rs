@@ -420,6 +420,20 @@ impl RawMpmc {
         self.seq(h).load(Ordering::Acquire) != h
     }
 
+    /// Is the slot at the tail free for this lap (its last consumer
+    /// released it), so a producer's claim would find room? A hint for
+    /// readiness (claims nothing; a producer's claim decides).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn tail_free(&self) -> bool {
+        // Acquire: pairs with the producers' claiming CAS and the
+        // consumers' release that freed the slot.
+        let t = self.tail().load(Ordering::Acquire);
+        if t > POS - 2 * self.capacity {
+            return true; // out of range: the claim reports it
+        }
+        self.seq(t).load(Ordering::Acquire) == t
+    }
+
     /// Messages published or being written (`tail - head`), or `None` if
     /// the indices are inconsistent.
     pub(crate) fn len(&self) -> Option<u64> {

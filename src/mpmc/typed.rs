@@ -142,6 +142,13 @@ impl<T: Pod> Producer<T> {
         self.core.wait_parts(false)
     }
 
+    /// Would a send find room now (or the ring finished)? Sends nothing (a
+    /// readiness hint).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn writable(&mut self) -> bool {
+        self.core.writable()
+    }
+
     /// Pushes as many of `values` as there are free consecutive slots, with
     /// one claim; returns how many. `Full` if none.
     pub fn push_slice(&mut self, values: &[T]) -> std::result::Result<usize, TryPushError<()>> {

@@ -198,6 +198,62 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// CPU time of every thread of this process (each thread's
+/// /proc/self/task/*/schedstat: nanoseconds on a CPU, precise).
+pub fn process_cpu() -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path().join("schedstat");
+        if let Ok(s) = std::fs::read_to_string(path) {
+            ns += s.split_whitespace().next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+/// A child's report: its output's line that starts with a prefix, made
+/// of `key=value` words.
+pub struct Report {
+    pub line: String,
+}
+
+impl Report {
+    /// The line of `out` (a child that must have succeeded) that starts
+    /// with `prefix`; printed for the log.
+    pub fn find(out: &std::process::Output, prefix: &str) -> Report {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no report: {stdout}"))
+            .to_string();
+        eprintln!("{line}");
+        Report { line }
+    }
+
+    /// The value of `key` (given with its `=`).
+    pub fn field(&self, key: &str) -> String {
+        self.line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} missing in {}", self.line))
+            .to_string()
+    }
+
+    /// Asserts that `cpu_ns=` stayed under 1% of one core over `wall_ns=`,
+    /// a window of at least `window`.
+    pub fn assert_idle(&self, window: Duration, what: &str) {
+        let cpu: u64 = self.field("cpu_ns=").parse().unwrap();
+        let wall: u64 = self.field("wall_ns=").parse().unwrap();
+        assert!(
+            u128::from(wall) >= window.as_nanos(),
+            "measured over {wall} ns"
+        );
+        assert!(cpu * 100 < wall, "{what} used {cpu} ns of CPU in {wall} ns");
+    }
+}
+
 /// Is this process root (some tests mount file systems)?
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
