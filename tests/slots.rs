@@ -47,6 +47,13 @@ fn spsc_slot_handles_carry_the_bytes_of_typed_values() {
         rx.pop_into_timeout(&mut buf, WAIT).unwrap();
         assert_eq!(buf, v.to_ne_bytes());
     }
+    // A forwarded message stays in the ring until `forward` returns.
+    typed_tx.push(9).unwrap();
+    let seen = rx
+        .pop_forward_timeout(&mut buf, WAIT, |msg| (msg.to_vec(), typed_tx.len()))
+        .unwrap();
+    assert_eq!(seen, (9u64.to_ne_bytes().to_vec(), 1));
+    assert_eq!(typed_tx.len(), 0);
     assert!(matches!(
         rx.pop_into_timeout(&mut buf, Some(Duration::from_millis(20))),
         Err(spsc::PopError::Timeout)

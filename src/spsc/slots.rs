@@ -196,9 +196,24 @@ impl SlotConsumer {
         out: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), PopError> {
+        self.pop_forward_timeout(out, timeout, |_| ())
+    }
+
+    /// As [`pop_into_timeout`](Self::pop_into_timeout), and hands the
+    /// message to `forward` before it leaves the ring: its slot is released
+    /// only once `forward` has returned, so a process killed inside
+    /// `forward` leaves the message for the next consumer (at-least-once;
+    /// what a relay uses).
+    pub fn pop_forward_timeout<R>(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        forward: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, PopError> {
         out.resize(self.size, 0);
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
         let dst = out.as_mut_slice();
+        let mut forward = Some(forward);
         let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
             pop_poll(check_peer, side, |side| {
                 pop_one(ring, cursor, side, |slot| {
@@ -206,15 +221,23 @@ impl SlotConsumer {
                     // slot of `stride >= size` bytes (`message_size`) that
                     // the producer does not write until the release after
                     // this returns; `dst` is private memory of `size` bytes.
-                    unsafe { std::ptr::copy_nonoverlapping(slot, dst.as_mut_ptr(), dst.len()) }
+                    unsafe { std::ptr::copy_nonoverlapping(slot, dst.as_mut_ptr(), dst.len()) };
+                    // `pop_one` calls this at most once per wait (it
+                    // returns as soon as a message is there).
+                    forward.take().map(|f| f(dst))
                 })
             })
         });
-        let r = outcome.unwrap_or(Err(PopError::Timeout));
-        if r.is_err() {
-            out.clear();
+        match outcome.unwrap_or(Err(PopError::Timeout)) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(PopError::Corrupted(
+                "a message was taken twice in one wait".into(),
+            )),
+            Err(e) => {
+                out.clear();
+                Err(e)
+            }
         }
-        r
     }
 
     /// Is the producer attached and alive right now?

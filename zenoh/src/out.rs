@@ -69,7 +69,7 @@ pub struct Options {
 /// identity in the attachment).
 enum Source {
     Frames(frames::Consumer),
-    /// A typed SPSC ring, and the buffer each message is copied into.
+    /// An SPSC ring, and the buffer each message is copied into.
     Spsc(SlotConsumer, Vec<u8>),
     Mpmc(BytesConsumer),
     /// One subscriber of a broadcast ring, from the oldest message kept.
@@ -187,9 +187,13 @@ pub fn run(
                 }
                 Err(e) => Err(e),
             },
-            Source::Spsc(rx, buf) => match rx.pop_into_timeout(buf, Some(SLICE)) {
-                Ok(()) => {
-                    publish(buf, &mut attachment, &mut seq)?;
+            // Released once published (a bridge killed meanwhile leaves
+            // the message for the next one).
+            Source::Spsc(rx, buf) => match rx.pop_forward_timeout(buf, Some(SLICE), |msg| {
+                publish(msg, &mut attachment, &mut seq)
+            }) {
+                Ok(published) => {
+                    published?;
                     Ok(())
                 }
                 Err(e) => Err(e),
