@@ -43,6 +43,11 @@ pub mod net;
 pub mod out;
 pub mod wire;
 
+/// The Zenoh crate the bridges are built on (this build's features: TCP
+/// only), for callers that use a session next to a bridge, such as
+/// `shmring bench --kind bridge`'s direct publisher/subscriber baseline.
+pub use zenoh;
+
 use std::time::Duration;
 
 /// How long a bridge waits at a time before it looks at its stop
