@@ -45,8 +45,9 @@ pub mod net;
 pub mod out;
 pub mod wire;
 
-/// The Zenoh crate this one is built with (sessions from [`net::NetOptions::open`]
-/// are its sessions).
+/// The Zenoh crate the bridges are built on (this build's features: TCP
+/// only), for callers that use a session next to a bridge, such as
+/// `shmring bench --kind bridge`'s direct publisher/subscriber baseline.
 pub use zenoh;
 
 use std::time::Duration;

@@ -40,8 +40,13 @@ pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
 /// Runs `shmring bench --duration 0.05` with `extra` arguments; checks it
 /// succeeded and left no ring behind; returns its output.
 pub fn bench(extra: &[&str]) -> std::process::Output {
+    bench_for("0.05", extra)
+}
+
+/// [`bench`] with `--duration SECONDS`.
+pub fn bench_for(seconds: &str, extra: &[&str]) -> std::process::Output {
     let child = shmring_bin()
-        .args(["bench", "--duration", "0.05"])
+        .args(["bench", "--duration", seconds])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -58,12 +58,18 @@ pub(super) fn fork_on(cpu: Option<usize>, body: impl FnOnce()) -> Result<Child, 
 
 /// Times round trips of `one` (which must do one full round trip) for
 /// `dur`, after a short warm-up; returns the samples in nanoseconds.
-pub(super) fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Vec<u64> {
-    // Warm up for 10,000 round trips and at least 100 ms: a measurement
+pub(super) fn time_rtts(dur: Duration, one: impl FnMut(u64)) -> Vec<u64> {
+    time_rtts_warm(dur, 10_000, one)
+}
+
+/// [`time_rtts`] with `trips` round trips of warm-up (for round trips slow
+/// enough that 10,000 of them would take seconds).
+pub(super) fn time_rtts_warm(dur: Duration, trips: u64, mut one: impl FnMut(u64)) -> Vec<u64> {
+    // Warm up for `trips` round trips and at least 100 ms: a measurement
     // otherwise pays for cores waking up.
     let warm = Instant::now() + Duration::from_millis(100);
     let mut i = 0u64;
-    while i < 10_000 || Instant::now() < warm {
+    while i < trips || Instant::now() < warm {
         one(i);
         i += 1;
     }

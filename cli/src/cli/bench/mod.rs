@@ -5,7 +5,8 @@
 //! The submodules: `harness` (forked peers, pinning, rings, timing loops),
 //! `scenarios` (one function per measured row), `fanout` (the broadcast
 //! rows and the SPSC fan-out they are read against), `textbook` (the textbook
-//! rings each shmring ring is read against, and their rows), `statistics`, `report`
+//! rings each shmring ring is read against, and their rows), `bridge` (rings
+//! over Zenoh against Zenoh alone; feature `bridge`), `statistics`, `report`
 //! (figures, targets), `table` (the printed table), `units` (figures with
 //! their units), `progress` (what is running, on stderr) and `plot` (`--plot`
 //! SVG). They take these imports and the items here with `use super::*`.
@@ -23,6 +24,8 @@ use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::wait::{WaitStrategy, raw};
 use shmring::{Error, Segment, SegmentOptions, mpmc};
 
+#[cfg(feature = "bridge")]
+mod bridge;
 mod fanout;
 mod harness;
 mod plot;
@@ -34,6 +37,8 @@ mod table;
 mod textbook;
 mod units;
 
+#[cfg(feature = "bridge")]
+use bridge::*;
 use fanout::*;
 use harness::*;
 use plot::*;
@@ -89,7 +94,8 @@ pub(super) struct BenchArgs {
 /// `--kind`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum KindArg {
-    /// SPSC typed, frames, MPMC and broadcast.
+    /// SPSC typed, frames, MPMC, broadcast and (built with the `bridge`
+    /// feature) the bridges.
     All,
     /// Typed SPSC rings (round trips and u64 throughput).
     Spsc,
@@ -100,6 +106,10 @@ enum KindArg {
     /// Broadcast rings (round trip; 1, 2 and 4 subscribers against as many
     /// SPSC rings fed copy by copy).
     Broadcast,
+    /// Frame rings carried by bridges over loopback TCP (ring to ring
+    /// throughput, round trips through two bridge pairs) against a direct
+    /// Zenoh publisher and subscriber; needs the `bridge` feature.
+    Bridge,
 }
 
 /// `--wait`.
@@ -173,6 +183,13 @@ enum Step {
     /// One publisher and this many readers: broadcast (true) or SPSC
     /// rings fed copy by copy.
     Fanout(bool, u32),
+    /// Ring to ring through two bridges over loopback TCP (true), or a
+    /// Zenoh publisher to its subscriber.
+    #[cfg(feature = "bridge")]
+    ZenohThroughput(bool),
+    /// Round trips through two bridge pairs (true), or a Zenoh ping-pong.
+    #[cfg(feature = "bridge")]
+    ZenohRtt(bool),
 }
 
 impl Step {
@@ -203,6 +220,14 @@ impl Step {
             Step::TextbookMpmc => "textbook vyukov mpmc u64".into(),
             Step::Fanout(false, k) => format!("spsc u64 fed copy by copy to {k} ring(s)"),
             Step::Fanout(true, k) => format!("broadcast u64, {k} subscriber(s)"),
+            #[cfg(feature = "bridge")]
+            Step::ZenohThroughput(true) => "bridges over loopback tcp, throughput".into(),
+            #[cfg(feature = "bridge")]
+            Step::ZenohThroughput(false) => "zenoh pub/sub over loopback tcp, throughput".into(),
+            #[cfg(feature = "bridge")]
+            Step::ZenohRtt(true) => "bridges over loopback tcp, round trip".into(),
+            #[cfg(feature = "bridge")]
+            Step::ZenohRtt(false) => "zenoh ping-pong over loopback tcp".into(),
         }
     }
 }
@@ -232,6 +257,11 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     }
     if has(KindArg::Broadcast) {
         steps.push(Step::BroadcastRtt(waits[0]));
+    }
+    // Zenoh alone right before the bridges that add to it.
+    #[cfg(feature = "bridge")]
+    if has(KindArg::Bridge) {
+        steps.extend([Step::ZenohRtt(false), Step::ZenohRtt(true)]);
     }
     steps.push(Step::FutexLimit);
     steps.extend(waits.iter().map(|&w| Step::IdleCpu(w)));
@@ -269,6 +299,10 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
             steps.extend([Step::Fanout(false, k), Step::Fanout(true, k)]);
         }
     }
+    #[cfg(feature = "bridge")]
+    if has(KindArg::Bridge) {
+        steps.extend([Step::ZenohThroughput(false), Step::ZenohThroughput(true)]);
+    }
     steps
 }
 
@@ -284,6 +318,11 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     }
     if !(2..=1 << 24).contains(&args.capacity) {
         return Err(err("--capacity must be between 2 and 16777216 slots"));
+    }
+    if args.kind == KindArg::Bridge && !cfg!(feature = "bridge") {
+        return Err(err(
+            "--kind bridge: this shmring was built without the `bridge` feature",
+        ));
     }
     let dur = Duration::from_secs_f64(args.duration);
     let cores = std::thread::available_parallelism()
@@ -474,6 +513,16 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                     put(run.key(), rates.publisher);
                     fan.entry(run.key()).or_default().push(rates);
                 }
+                #[cfg(feature = "bridge")]
+                Step::ZenohThroughput(bridged) => {
+                    let key = if bridged { BRIDGED } else { DIRECT_ZENOH };
+                    put(key.into(), zenoh_throughput(&n, dur, bridged)?);
+                }
+                #[cfg(feature = "bridge")]
+                Step::ZenohRtt(bridged) => {
+                    let key = if bridged { BRIDGED } else { DIRECT_ZENOH };
+                    pool(key.into(), zenoh_rtt(&n, dur, bridged)?);
+                }
             }
         }
     }
@@ -507,6 +556,7 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
     progress.finish();
     r.targets = targets(&r, &tag);
     r.vs_textbook = vs_textbook(&r, &tag);
+    r.bridge = bridge_summary(&r);
     if let Some(path) = &args.plot {
         std::fs::write(path, plot_svg(&r))
             .map_err(|e| Error::io(path.display().to_string(), "write", e))?;

@@ -1,8 +1,37 @@
 //! The bench's report: its figures (printed as JSON with `--json`), issue
-//! 7's performance targets judged from them, and each shmring row against
-//! its textbook ring (issue 15). `table` prints them for a person.
+//! 7's performance targets judged from them, each shmring row against its
+//! textbook ring (issue 15), and what the bridges add to Zenoh (issue 18).
+//! `table` prints them for a person.
 
 use super::*;
+
+/// The key of the bridge rows (under `rtt_ns` and `throughput_msgs_per_s`).
+pub(super) const BRIDGED: &str = "shmring_bridges_tcp";
+/// The key of the direct Zenoh rows they are read against.
+pub(super) const DIRECT_ZENOH: &str = "zenoh_pubsub_tcp";
+/// Bytes per message of those rows.
+pub(super) const BRIDGE_MSG: usize = 16;
+
+/// The bridge rows against direct Zenoh over the same transport.
+#[derive(Serialize, Clone, Debug)]
+pub(super) struct BridgeSummary {
+    /// Bytes per message.
+    pub(super) message_bytes: usize,
+    /// `tcp 127.0.0.1`: both sessions in one process, joined over
+    /// loopback.
+    pub(super) transport: &'static str,
+    /// Bridged msgs/s / direct msgs/s, the median over rounds of each
+    /// round's pair (below 1: the bridges are slower).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) throughput_ratio: Option<f64>,
+    /// Round-trip p50 through two bridge pairs minus the Zenoh
+    /// ping-pong's: what four bridges (two each way) add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rtt_added_p50_ns: Option<f64>,
+    /// The same at p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rtt_added_p99_ns: Option<f64>,
+}
 
 /// One performance target of issue 7, checked against this run.
 #[derive(Serialize, Clone, Debug)]
@@ -54,6 +83,9 @@ pub(super) struct Report {
     /// Each shmring row against its textbook ring, for the rows this run
     /// measured.
     pub(super) vs_textbook: Vec<VsTextbook>,
+    /// The bridge rows against direct Zenoh, when they ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) bridge: Option<BridgeSummary>,
     /// The rings' directory and backing options.
     pub(super) backing: String,
     /// Seconds per measurement, over all rounds.
@@ -150,6 +182,23 @@ pub(super) fn vs_textbook(r: &Report, tag: &str) -> Vec<VsTextbook> {
         }
     }
     out
+}
+
+/// What the bridges add to Zenoh, if their rows ran.
+pub(super) fn bridge_summary(r: &Report) -> Option<BridgeSummary> {
+    let rtt = |k: &str| r.rtt_ns.get(k).filter(|p| p.samples > 0);
+    let added = rtt(BRIDGED).zip(rtt(DIRECT_ZENOH));
+    let throughput_ratio = tp_ratio(r, BRIDGED, DIRECT_ZENOH);
+    if added.is_none() && throughput_ratio.is_none() {
+        return None;
+    }
+    Some(BridgeSummary {
+        message_bytes: BRIDGE_MSG,
+        transport: "tcp 127.0.0.1",
+        throughput_ratio,
+        rtt_added_p50_ns: added.map(|(b, d)| b.p50 - d.p50),
+        rtt_added_p99_ns: added.map(|(b, d)| b.p99 - d.p99),
+    })
 }
 
 /// Issue 7's performance targets, for the rows this run measured.

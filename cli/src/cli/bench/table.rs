@@ -34,7 +34,11 @@ fn label(key: &str, tag: &str) -> String {
     if !named.is_empty() {
         return named.into();
     }
-    if key == format!("textbook_{tag}") {
+    if key == DIRECT_ZENOH {
+        format!("Zenoh pub/sub, loopback TCP, {BRIDGE_MSG} bytes")
+    } else if key == BRIDGED {
+        format!("shmring bridges, ring to ring, {BRIDGE_MSG} bytes")
+    } else if key == format!("textbook_{tag}") {
         format!("textbook {tag} records ring (cross-core copy limit)")
     } else if key == format!("shmring_frames_{tag}") {
         format!("shmring frames of {tag}")
@@ -105,9 +109,10 @@ fn owned(keys: &[&str]) -> Vec<String> {
 /// The round-trip rows, grouped under their references.
 fn print_round_trips(r: &Report) {
     let keys: Vec<&String> = r.rtt_ns.keys().collect();
+    // The bridges are read against Zenoh alone, not against memory.
     let shm: Vec<String> = keys
         .iter()
-        .filter(|k| k.starts_with("shmring_"))
+        .filter(|k| k.starts_with("shmring_") && k.as_str() != BRIDGED)
         .map(|k| k.to_string())
         .collect();
     let p50 = |k: &str| r.rtt_ns.get(k).map_or(f64::INFINITY, |p| p.p50);
@@ -151,6 +156,7 @@ fn print_round_trips(r: &Report) {
         ("one_core_park".into(), owned(&["shmring_one_core_default"])),
         ("pipe".into(), fastest.clone()),
         ("unix_socket".into(), fastest),
+        (DIRECT_ZENOH.into(), owned(&[BRIDGED])),
     ];
     println!(
         "{:<NAME$} {:>9} {:>9} {:>9}  shmring's p50 against it",
@@ -215,6 +221,7 @@ fn print_throughputs(r: &Report, tag: &str) {
         (format!("textbook_{tag}"), vec![frames.clone()]),
         (format!("unix_socket_{tag}"), vec![frames.clone()]),
         (format!("pipe_{tag}"), vec![frames.clone()]),
+        (DIRECT_ZENOH.into(), owned(&[BRIDGED])),
     ]
     .into_iter()
     .chain(fanout);
@@ -307,6 +314,35 @@ fn print_readers(r: &Report, key: &str, indent: &str) {
     );
 }
 
+/// A difference of durations: `41.2 µs`, `-3.10 µs`.
+fn signed(ns: f64) -> String {
+    if ns < 0.0 {
+        format!("-{}", nanos(-ns))
+    } else {
+        nanos(ns)
+    }
+}
+
+/// What the bridges add to Zenoh alone.
+fn print_bridge(b: &BridgeSummary) {
+    println!(
+        "bridges over {} ({}-byte messages; both sessions in one process, not pinned):",
+        b.transport, b.message_bytes
+    );
+    if let Some(ratio) = b.throughput_ratio {
+        println!(
+            "  ring to ring through 2 bridges: {ratio:.2}x the direct Zenoh messages/s (median of rounds)"
+        );
+    }
+    if let (Some(p50), Some(p99)) = (b.rtt_added_p50_ns, b.rtt_added_p99_ns) {
+        println!(
+            "  round trip through 2 bridge pairs adds {} at p50, {} at p99 to Zenoh's",
+            signed(p50),
+            signed(p99)
+        );
+    }
+}
+
 pub(super) fn print_report(r: &Report, tag: &str) {
     println!(
         "shmring bench: {} ({} cores{}), {} s per measurement in {} interleaved rounds",
@@ -335,6 +371,10 @@ pub(super) fn print_report(r: &Report, tag: &str) {
         .iter()
         .map(|(k, v)| format!("{k} {v:.1}%"))
         .collect();
+    if let Some(b) = &r.bridge {
+        print_bridge(b);
+        println!();
+    }
     println!("idle consumer CPU (percent of a core): {}", idle.join(", "));
     println!();
     println!("targets (issue 7):");
@@ -410,5 +450,14 @@ mod tests {
             label("shmring_broadcast_spin", "4k"),
             "shmring broadcast, spin"
         );
+        assert_eq!(
+            label(BRIDGED, "4k"),
+            "shmring bridges, ring to ring, 16 bytes"
+        );
+        assert_eq!(
+            label(DIRECT_ZENOH, "4k"),
+            "Zenoh pub/sub, loopback TCP, 16 bytes"
+        );
+        assert_eq!(signed(-3100.0), "-3.10 µs");
     }
 }
