@@ -417,7 +417,17 @@ fn a_parked_consumer_notices_a_killed_producer_within_the_bound_and_a_detach_at_
         .open()
         .unwrap();
     let dropper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
+        // Detach while the consumer sleeps (registered as a waiter): on a
+        // loaded machine it may otherwise be between two of its periodic
+        // peer checks, awake, and then needs no wake-up to see the detach.
+        let started = Instant::now();
+        while tx.wait_counters().0.waiters == 0 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        while tx.wait_counters().0.waiters == 0 && started.elapsed() < Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
         drop(tx);
         Instant::now()
     });
