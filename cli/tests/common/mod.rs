@@ -37,11 +37,16 @@ pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Runs `shmring bench --duration 0.05` with `extra` arguments; checks it
-/// succeeded and left no ring behind; returns its output.
+/// Runs `shmring bench --duration 0.05` (unless `extra` gives a duration)
+/// with `extra` arguments; checks it succeeded and left no ring behind;
+/// returns its output.
 pub fn bench(extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["bench"];
+    if !extra.contains(&"--duration") {
+        args.extend(["--duration", "0.05"]);
+    }
     let child = shmring_bin()
-        .args(["bench", "--duration", "0.05"])
+        .args(args)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
