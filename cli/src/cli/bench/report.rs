@@ -205,7 +205,7 @@ pub(super) fn targets(r: &Report, tag: &str) -> Vec<Target> {
             "one core" => "both on one core: default p50 / best fixed p50 (issue 17)",
             _ => "busy machine: default p50 / best fixed p50 (issue 17)",
         };
-        at_most(what, "<= 2", 2.0, Some(row.default_over_best_fixed));
+        at_most(what, "<= 2", 2.0, Some(row.p50.default_over_best_fixed));
     }
     at_most(
         "idle consumer CPU with the default strategy, % of a core",
