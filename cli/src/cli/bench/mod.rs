@@ -65,7 +65,8 @@ pub(super) struct BenchArgs {
     #[arg(long, value_enum, default_value = "all")]
     kind: KindArg,
     /// Which wait strategies to measure round trips (and idle CPU) with;
-    /// `all` means spin, default and park.
+    /// `all` means spin, default and park, and for SPSC round trips also
+    /// yield, in every placement (pinned, one core, busy machine).
     #[arg(long, value_enum, default_value = "all")]
     wait: WaitArg,
     /// Frame size in bytes for the frame, pipe and socket throughput runs.
@@ -97,7 +98,8 @@ pub(super) struct BenchArgs {
 enum KindArg {
     /// SPSC typed, frames, MPMC and broadcast.
     All,
-    /// Typed SPSC rings (round trips and u64 throughput).
+    /// Typed SPSC rings (round trips, async round trip, strategies by
+    /// placement, u64 throughput).
     Spsc,
     /// Frame rings (throughput at --size, against pipe, socket, memcpy).
     Frames,
