@@ -20,7 +20,15 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn bench_kind_bridge_reports_bridges_next_to_direct_zenoh() {
-    let out = bench_for("0.2", &["--kind", "bridge", "--rounds", "1", "--json"]);
+    let out = bench(&[
+        "--duration",
+        "0.2",
+        "--kind",
+        "bridge",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
     });

@@ -37,16 +37,16 @@ pub fn shmring(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Runs `shmring bench --duration 0.05` with `extra` arguments; checks it
-/// succeeded and left no ring behind; returns its output.
+/// Runs `shmring bench --duration 0.05` (unless `extra` gives a duration)
+/// with `extra` arguments; checks it succeeded and left no ring behind;
+/// returns its output.
 pub fn bench(extra: &[&str]) -> std::process::Output {
-    bench_for("0.05", extra)
-}
-
-/// [`bench`] with `--duration SECONDS`.
-pub fn bench_for(seconds: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["bench"];
+    if !extra.contains(&"--duration") {
+        args.extend(["--duration", "0.05"]);
+    }
     let child = shmring_bin()
-        .args(["bench", "--duration", seconds])
+        .args(args)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,4 +68,5 @@ pub fn bench_for(seconds: &str, extra: &[&str]) -> std::process::Output {
     assert!(left.is_empty(), "bench left {left:?}");
     out
 }
+
 pub mod bridge;

@@ -25,9 +25,6 @@ use std::sync::atomic::AtomicBool;
 /// the first message through.
 const SETUP: Duration = Duration::from_secs(10);
 
-/// Round trips of warm-up (10,000 would take a second or more here).
-const WARM_TRIPS: u64 = 1_000;
-
 /// Messages per second through two bridges (`bridged`) or from a Zenoh
 /// publisher to its subscriber.
 pub(super) fn zenoh_throughput(n: &Names, dur: Duration, bridged: bool) -> Result<f64, Error> {
@@ -319,7 +316,7 @@ fn bridged_rtt(
         let measured = first_through(&mut a, &mut d).and_then(|()| {
             let mut buf = Vec::new();
             let mut failed = None;
-            let samples = time_rtts_warm(dur, WARM_TRIPS, |_| {
+            let samples = time_rtts(dur, |_| {
                 if failed.is_some() {
                     return;
                 }
@@ -417,7 +414,7 @@ fn direct_rtt(s1: &zenoh::Session, s2: &zenoh::Session, dur: Duration) -> Result
         .map_err(zerr)?;
     let ping = publisher(s1, "ping")?;
     let mut failed = None;
-    let samples = time_rtts_warm(dur, WARM_TRIPS, |_| {
+    let samples = time_rtts(dur, |_| {
         if failed.is_some() {
             return;
         }

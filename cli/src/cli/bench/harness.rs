@@ -57,34 +57,73 @@ pub(super) fn fork_on(cpu: Option<usize>, body: impl FnOnce()) -> Result<Child, 
 }
 
 /// Times round trips of `one` (which must do one full round trip) for
-/// `dur`, after a short warm-up; returns the samples in nanoseconds.
-pub(super) fn time_rtts(dur: Duration, one: impl FnMut(u64)) -> Vec<u64> {
-    time_rtts_warm(dur, 10_000, one)
-}
-
-/// [`time_rtts`] with `trips` round trips of warm-up (for round trips slow
-/// enough that 10,000 of them would take seconds).
-pub(super) fn time_rtts_warm(dur: Duration, trips: u64, mut one: impl FnMut(u64)) -> Vec<u64> {
-    // Warm up for `trips` round trips and at least 100 ms: a measurement
-    // otherwise pays for cores waking up.
-    let warm = Instant::now() + Duration::from_millis(100);
-    let mut i = 0u64;
-    while i < trips || Instant::now() < warm {
-        one(i);
-        i += 1;
+/// `dur`, after a warm-up ([`RttClock`]); returns the samples in
+/// nanoseconds.
+pub(super) fn time_rtts(dur: Duration, mut one: impl FnMut(u64)) -> Vec<u64> {
+    let mut clock = RttClock::new(dur);
+    while clock.warming() {
+        one(clock.next());
     }
-    let mut samples = Vec::with_capacity(1 << 20);
-    let end = Instant::now() + dur;
-    while samples.len() < 4_000_000 {
+    loop {
+        let i = clock.next();
         let t = Instant::now();
         one(i);
-        samples.push(t.elapsed().as_nanos() as u64);
-        i += 1;
-        if i.is_multiple_of(1024) && Instant::now() >= end {
-            break;
+        if !clock.record(t) {
+            return clock.samples;
         }
     }
-    samples
+}
+
+/// The clock of a round-trip measurement, for synchronous and async loops
+/// alike: a warm-up of 10,000 round trips and at least 100 ms (a
+/// measurement otherwise pays for cores waking up), but at most
+/// [`RttClock::WARM_MAX`] (a round trip that waits out time slices takes
+/// milliseconds); then samples until `dur` has passed (at most 4 million).
+pub(super) struct RttClock {
+    dur: Duration,
+    start: Instant,
+    end: Option<Instant>,
+    i: u64,
+    pub(super) samples: Vec<u64>,
+}
+
+impl RttClock {
+    /// The longest warm-up.
+    pub(super) const WARM_MAX: Duration = Duration::from_millis(500);
+
+    pub(super) fn new(dur: Duration) -> RttClock {
+        RttClock {
+            dur,
+            start: Instant::now(),
+            end: None,
+            i: 0,
+            samples: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// Whether the warm-up goes on (the clock is read every 64 round trips
+    /// until the 10,000th, then every time).
+    pub(super) fn warming(&self) -> bool {
+        if self.i < 10_000 && !self.i.is_multiple_of(64) {
+            return true;
+        }
+        let t = self.start.elapsed();
+        t < Duration::from_millis(100) || (self.i < 10_000 && t < Self::WARM_MAX)
+    }
+
+    /// The next round trip's number.
+    pub(super) fn next(&mut self) -> u64 {
+        self.i += 1;
+        self.i - 1
+    }
+
+    /// Records a round trip that started at `t`; false once the window has
+    /// closed.
+    pub(super) fn record(&mut self, t: Instant) -> bool {
+        let end = *self.end.get_or_insert(t + self.dur);
+        self.samples.push(t.elapsed().as_nanos() as u64);
+        t < end && self.samples.len() < 4_000_000
+    }
 }
 
 /// Spins with a bound, then yields, so a benchmark on a busy machine still

@@ -4,7 +4,9 @@
 //!
 //! The submodules: `harness` (forked peers, pinning, rings, timing loops),
 //! `scenarios` (one function per measured row), `fanout` (the broadcast
-//! rows and the SPSC fan-out they are read against), `textbook` (the textbook
+//! rows and the SPSC fan-out they are read against), `asyncrtt` (the async
+//! round trip and its tokio `UnixStream` reference), `placement` (the wait
+//! strategies pinned, on one core and on a busy machine), `textbook` (the textbook
 //! rings each shmring ring is read against, and their rows), `bridge` (rings
 //! over Zenoh against Zenoh alone; feature `bridge`), `statistics`, `report`
 //! (figures, targets), `table` (the printed table), `units` (figures with
@@ -24,10 +26,12 @@ use shmring::spsc::{self, Consumer, Producer, TryPopError, TryPushError};
 use shmring::wait::{WaitStrategy, raw};
 use shmring::{Error, Segment, SegmentOptions, mpmc};
 
+mod asyncrtt;
 #[cfg(feature = "bridge")]
 mod bridge;
 mod fanout;
 mod harness;
+mod placement;
 mod plot;
 mod progress;
 mod report;
@@ -37,10 +41,12 @@ mod table;
 mod textbook;
 mod units;
 
+use asyncrtt::*;
 #[cfg(feature = "bridge")]
 use bridge::*;
 use fanout::*;
 use harness::*;
+use placement::*;
 use plot::*;
 use report::*;
 use scenarios::*;
@@ -64,7 +70,8 @@ pub(super) struct BenchArgs {
     #[arg(long, value_enum, default_value = "all")]
     kind: KindArg,
     /// Which wait strategies to measure round trips (and idle CPU) with;
-    /// `all` means spin, default and park.
+    /// `all` means spin, default and park, and for SPSC round trips also
+    /// yield, in every placement (pinned, one core, busy machine).
     #[arg(long, value_enum, default_value = "all")]
     wait: WaitArg,
     /// Frame size in bytes for the frame, pipe and socket throughput runs.
@@ -97,7 +104,8 @@ enum KindArg {
     /// SPSC typed, frames, MPMC, broadcast and (built with the `bridge`
     /// feature) the bridges.
     All,
-    /// Typed SPSC rings (round trips and u64 throughput).
+    /// Typed SPSC rings (round trips, async round trip, strategies by
+    /// placement, u64 throughput).
     Spsc,
     /// Frame rings (throughput at --size, against pipe, socket, memcpy).
     Frames,
@@ -161,6 +169,12 @@ enum Step {
     SpscRtt(WaitArg),
     /// SPSC round trip with both processes pinned to one core.
     OneCoreRtt(WaitArg),
+    /// SPSC round trip unpinned, with one CPU hog per core.
+    BusyRtt(WaitArg),
+    /// SPSC round trip awaited on tokio current-thread runtimes.
+    AsyncRtt,
+    /// tokio `UnixStream` round trip, current-thread on both sides.
+    TokioUnixRtt,
     MpmcRtt(WaitArg),
     BroadcastRtt(WaitArg),
     IdleCpu(WaitArg),
@@ -199,6 +213,9 @@ impl Step {
             Step::FutexLimit => "futex ping-pong (sleeping limit)".into(),
             Step::SpscRtt(w) => format!("spsc round trip, {}", w.name()),
             Step::OneCoreRtt(w) => format!("spsc round trip on one core, {}", w.name()),
+            Step::BusyRtt(w) => format!("spsc round trip, busy machine, {}", w.name()),
+            Step::AsyncRtt => "spsc async round trip (tokio)".into(),
+            Step::TokioUnixRtt => "tokio unix socket round trip".into(),
             Step::MpmcRtt(w) => format!("mpmc round trip, {}", w.name()),
             Step::BroadcastRtt(w) => format!("broadcast round trip, {}", w.name()),
             Step::IdleCpu(w) => format!("idle consumer CPU, {}", w.name()),
@@ -244,11 +261,26 @@ fn plan(kind: KindArg, wait: WaitArg) -> Vec<Step> {
     if has(KindArg::Spsc) {
         // The textbook ring right before shmring's, as for throughputs.
         steps.push(Step::TextbookRtt);
-        steps.extend(waits.iter().map(|&w| Step::SpscRtt(w)));
+        // With every strategy, the default is read against each fixed one
+        // in each placement (issue 17): separate cores, one core, a busy
+        // machine.
+        let all = [
+            WaitArg::Spin,
+            WaitArg::Default,
+            WaitArg::Yield,
+            WaitArg::Park,
+        ];
+        let each = if wait == WaitArg::All {
+            &all[..]
+        } else {
+            &waits
+        };
+        steps.extend(each.iter().map(|&w| Step::SpscRtt(w)));
+        // The async round trip right after the blocking ones (Park last).
+        steps.extend([Step::AsyncRtt, Step::TokioUnixRtt]);
         if wait == WaitArg::All {
-            // The default against the fixed strategies that suit a shared
-            // core (spinning there takes a time slice per message).
-            steps.extend([WaitArg::Default, WaitArg::Yield, WaitArg::Park].map(Step::OneCoreRtt));
+            steps.extend(all.map(Step::OneCoreRtt));
+            steps.extend(all.map(Step::BusyRtt));
         }
     }
     if has(KindArg::Mpmc) {
@@ -406,6 +438,9 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
                     )?;
                     pool(key, p);
                 }
+                Step::BusyRtt(w) => pool(busy_key(w), busy_rtt(&n, w, dur, cores)?),
+                Step::AsyncRtt => pool(ASYNC_KEY.into(), async_rtt(&n, dur, pinned)?),
+                Step::TokioUnixRtt => pool(TOKIO_UNIX_KEY.into(), tokio_unix_rtt(dur, pinned)?),
                 Step::MpmcRtt(w) => {
                     let key = format!("shmring_mpmc_{}", w.name());
                     let p = ring_rtt::<mpmc::Producer<u64>, mpmc::Consumer<u64>>(
@@ -554,6 +589,8 @@ pub(super) fn run(args: BenchArgs, dir: &std::path::Path) -> Result<(), Error> {
         r.memcpy_gb_per_s = Some(median(memcpy));
     }
     progress.finish();
+    r.placement = placement_rows(&r);
+    r.async_round_trip = async_report(&r);
     r.targets = targets(&r, &tag);
     r.vs_textbook = vs_textbook(&r, &tag);
     r.bridge = bridge_summary(&r);

@@ -8,6 +8,9 @@ pub(super) struct Percentiles {
     pub(super) p50: f64,
     pub(super) p99: f64,
     pub(super) p999: f64,
+    /// The mean: the time per round trip over the measured window (what a
+    /// p50 hides when a few round trips wait out time slices).
+    pub(super) mean: f64,
     pub(super) samples: usize,
     /// (nines, ns) points of the distribution for `--plot`, where nines is
     /// -log10(1 - quantile).
@@ -33,6 +36,7 @@ pub(super) fn percentiles(mut v: Vec<u64>) -> Percentiles {
         p50: at(0.50),
         p99: at(0.99),
         p999: at(0.999),
+        mean: v.iter().map(|&s| s as f64).sum::<f64>() / v.len() as f64,
         samples: v.len(),
         curve,
     }

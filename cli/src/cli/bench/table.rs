@@ -18,6 +18,13 @@ fn label(key: &str, tag: &str) -> String {
         "one_core_yield" => "both on one core: shmring SPSC, Yield",
         "one_core_park" => "both on one core: shmring SPSC, Park (no spin)",
         "shmring_one_core_default" => "both on one core: shmring SPSC, default",
+        "one_core_spin" => "both on one core: shmring SPSC, Spin",
+        "busy_spin" => "busy machine: shmring SPSC, Spin",
+        "busy_yield" => "busy machine: shmring SPSC, Yield",
+        "busy_park" => "busy machine: shmring SPSC, Park (no spin)",
+        "shmring_busy_default" => "busy machine: shmring SPSC, default",
+        "shmring_async" => "shmring SPSC, async (tokio, both processes)",
+        "tokio_unix_socket" => "tokio UnixStream (current-thread, both)",
         "textbook_spsc" => "textbook Lamport SPSC ring",
         "pipe" => "pipe",
         "unix_socket" => "unix socket",
@@ -154,6 +161,13 @@ fn print_round_trips(r: &Report) {
             owned(&["shmring_one_core_default"]),
         ),
         ("one_core_park".into(), owned(&["shmring_one_core_default"])),
+        ("one_core_spin".into(), owned(&["shmring_one_core_default"])),
+        ("busy_yield".into(), owned(&["shmring_busy_default"])),
+        ("busy_park".into(), owned(&["shmring_busy_default"])),
+        ("busy_spin".into(), owned(&["shmring_busy_default"])),
+        // The async round trip against the blocking one and tokio's.
+        ("shmring_park".into(), owned(&["shmring_async"])),
+        ("tokio_unix_socket".into(), owned(&["shmring_async"])),
         ("pipe".into(), fastest.clone()),
         ("unix_socket".into(), fastest),
         (DIRECT_ZENOH.into(), owned(&[BRIDGED])),
@@ -364,6 +378,10 @@ pub(super) fn print_report(r: &Report, tag: &str) {
     }
     if !r.throughput_msgs_per_s.is_empty() || r.memcpy_gb_per_s.is_some() {
         print_throughputs(r, tag);
+        println!();
+    }
+    if !r.placement.is_empty() {
+        print_placement(r);
         println!();
     }
     let idle: Vec<String> = r
