@@ -150,10 +150,24 @@ pub(crate) struct LockEntry {
 
 /// Reads `/proc/locks` and returns the granted locks on (dev, ino).
 pub(crate) fn locks_on(dev: u64, ino: u64) -> Vec<LockEntry> {
-    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
-    parse_locks(&text, libc::major(dev) as u64, libc::minor(dev) as u64, ino)
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    // /proc/locks is a seq_file, read about a page at a time: a lock taken
+    // or released elsewhere between two of those reads shifts the list, and
+    // the next page can skip an entry that was there all along (seen with
+    // many tests locking in parallel). Two whole reads, and the one that
+    // found more: a lock held throughout is missed only if both reads were
+    // cut at that entry.
+    let mut best = Vec::new();
+    for _ in 0..2 {
+        let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+            break;
+        };
+        let found = parse_locks(&text, major, minor, ino);
+        if found.len() > best.len() {
+            best = found;
+        }
+    }
+    best
 }
 
 fn parse_locks(text: &str, major: u64, minor: u64, ino: u64) -> Vec<LockEntry> {
