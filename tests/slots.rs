@@ -134,7 +134,7 @@ fn mpmc_attach_any_carries_whole_slots_on_typed_rings_and_frames_on_byte_rings()
     );
     assert_eq!(
         tx.push_timeout(&[3; 12], WAIT),
-        Err(FramePushError::TooLarge { len: 12, max: 8 })
+        Err(FramePushError::WrongSize { len: 12, size: 8 })
     );
     assert!(typed_rx.is_empty());
     let mut buf = Vec::new();

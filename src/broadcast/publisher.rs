@@ -356,19 +356,7 @@ impl BytesPublisher {
 
     /// Is `msg`'s length one this ring takes?
     fn check_len(&self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
-        if msg.len() > self.max_len() {
-            Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            })
-        } else if self.exact && msg.len() != self.max_len() {
-            Err(FramePushError::WrongSize {
-                len: msg.len(),
-                size: self.max_len(),
-            })
-        } else {
-            Ok(())
-        }
+        crate::ring::check_message_len(msg.len(), self.max_len(), self.exact)
     }
 
     /// Publishes `msg` if there is room now; returns its sequence number.

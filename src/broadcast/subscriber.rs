@@ -364,6 +364,11 @@ impl BytesSubscriber {
     /// any kind: the CLI, the bridge).
     pub fn attach(seg: Arc<Segment>, start: Start) -> Result<Self> {
         super::check_bytes(&seg)?;
+        Self::subscribe(seg, start)
+    }
+
+    /// Takes a subscriber role of a checked ring, starting at `start`.
+    fn subscribe(seg: Arc<Segment>, start: Start) -> Result<Self> {
         let settings = Settings {
             start,
             ..Settings::default()
@@ -377,11 +382,7 @@ impl BytesSubscriber {
     /// [`BytesPublisher::attach_any`](super::BytesPublisher::attach_any)).
     pub fn attach_any(seg: Arc<Segment>, start: Start) -> Result<Self> {
         super::check_any(&seg)?;
-        let settings = Settings {
-            start,
-            ..Settings::default()
-        };
-        Ok(BytesSubscriber::from_core(SubCore::attach(seg, &settings)?))
+        Self::subscribe(seg, start)
     }
 
     /// Largest message.

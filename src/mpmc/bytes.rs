@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::Kind;
 use crate::message::TypeIdentity;
 use crate::ring::builder::{self, Settings};
-use crate::ring::{FramePushError, PopError};
+use crate::ring::{FramePushError, PopError, check_message_len};
 use crate::segment::Segment;
 #[cfg(all(feature = "async", not(loom)))]
 use crate::wait::Poll;
@@ -66,10 +66,15 @@ impl BytesProducer {
     /// Takes a free producer role on a byte-slot MPMC ring.
     pub fn attach(seg: Arc<Segment>) -> Result<Self> {
         let slot_size = check_bytes(&seg)?;
+        Self::with_framing(seg, slot_size, LEN_PREFIX)
+    }
+
+    /// Takes the role on a ring whose framing was checked.
+    fn with_framing(seg: Arc<Segment>, slot_size: usize, prefix: usize) -> Result<Self> {
         Ok(BytesProducer {
             core: Core::attach(seg, true, &Settings::default())?,
             slot_size,
-            prefix: LEN_PREFIX,
+            prefix,
         })
     }
 
@@ -80,11 +85,7 @@ impl BytesProducer {
     /// they do not know at compile time (the Zenoh bridge).
     pub fn attach_any(seg: Arc<Segment>) -> Result<Self> {
         let (slot_size, prefix) = framing(&seg)?;
-        Ok(BytesProducer {
-            core: Core::attach(seg, true, &Settings::default())?,
-            slot_size,
-            prefix,
-        })
+        Self::with_framing(seg, slot_size, prefix)
     }
 
     /// Longest message (on a typed ring, the only length).
@@ -94,19 +95,7 @@ impl BytesProducer {
 
     /// Is `msg`'s length one this ring takes?
     fn check_len(&self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
-        if msg.len() > self.max_len() {
-            Err(FramePushError::TooLarge {
-                len: msg.len(),
-                max: self.max_len(),
-            })
-        } else if self.prefix == 0 && msg.len() != self.slot_size {
-            Err(FramePushError::WrongSize {
-                len: msg.len(),
-                size: self.slot_size,
-            })
-        } else {
-            Ok(())
-        }
+        check_message_len(msg.len(), self.max_len(), self.prefix == 0)
     }
 
     /// How blocking calls wait.
@@ -224,10 +213,15 @@ impl BytesConsumer {
     /// Takes a free consumer role on a byte-slot MPMC ring.
     pub fn attach(seg: Arc<Segment>) -> Result<Self> {
         let slot_size = check_bytes(&seg)?;
+        Self::with_framing(seg, slot_size, LEN_PREFIX)
+    }
+
+    /// Takes the role on a ring whose framing was checked.
+    fn with_framing(seg: Arc<Segment>, slot_size: usize, prefix: usize) -> Result<Self> {
         Ok(BytesConsumer {
             core: Core::attach(seg, false, &Settings::default())?,
             slot_size,
-            prefix: LEN_PREFIX,
+            prefix,
         })
     }
 
@@ -236,11 +230,7 @@ impl BytesConsumer {
     /// of one value (see [`BytesProducer::attach_any`]).
     pub fn attach_any(seg: Arc<Segment>) -> Result<Self> {
         let (slot_size, prefix) = framing(&seg)?;
-        Ok(BytesConsumer {
-            core: Core::attach(seg, false, &Settings::default())?,
-            slot_size,
-            prefix,
-        })
+        Self::with_framing(seg, slot_size, prefix)
     }
 
     /// How blocking calls wait.

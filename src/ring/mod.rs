@@ -199,6 +199,23 @@ impl std::fmt::Display for FramePushError {
 
 impl std::error::Error for FramePushError {}
 
+/// Is a `len`-byte message one a ring takes? At most `max` bytes; exactly
+/// `max` when `exact` (a typed ring reached through a whole-slot byte
+/// handle, whose every message is one value).
+pub(crate) fn check_message_len(
+    len: usize,
+    max: usize,
+    exact: bool,
+) -> std::result::Result<(), FramePushError> {
+    if exact && len != max {
+        Err(FramePushError::WrongSize { len, size: max })
+    } else if len > max {
+        Err(FramePushError::TooLarge { len, max })
+    } else {
+        Ok(())
+    }
+}
+
 /// A blocking push's error, with the value dropped (byte handles give the
 /// message back by not taking it).
 impl<T> From<PushError<T>> for FramePushError {

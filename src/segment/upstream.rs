@@ -98,10 +98,10 @@ impl Segment {
         // UPSTREAM_OFFSET + LINE == HEADER_SIZE <= total_size: asserted at
         // compile time in `layout::header` and checked by `Layout::new` /
         // `layout::validate` before any segment is mapped.
-        // SAFETY: in bounds (above); 128-byte aligned (the map is page
-        // aligned and UPSTREAM_OFFSET is a multiple of LINE); `UpstreamLine`
-        // is atomics only, so sharing it with writers in other processes is
-        // sound, whatever they store.
+        // The map is page aligned and UPSTREAM_OFFSET a multiple of LINE;
+        // `UpstreamLine` is atomics only, so any bytes other processes store
+        // are a valid value.
+        // SAFETY: in bounds and 128-byte aligned (above); atomics only.
         unsafe {
             &*self
                 .map
@@ -117,12 +117,12 @@ impl Segment {
     /// index.
     fn producer_position(&self) -> u64 {
         let offset = self.layout.control_offset + (PRODUCER_LINE * LINE + INDEX_WORD) as u64;
+        // `region` checks the 8 bytes are in bounds; control_offset is a
+        // multiple of LINE (`Layout::new`); every kind keeps an atomic u64
+        // there (`ProducerLine::tail`, `EnqueueLine::tail`,
+        // `PublisherLine::tail`, offsets asserted in `layout::control`).
         match self.region(offset, 8) {
-            // SAFETY: 8 bytes in bounds (checked by `region`); 8-byte aligned
-            // (control_offset is a multiple of LINE, asserted by
-            // `Layout::new`); every kind keeps an atomic u64 there
-            // (`ProducerLine::tail`, `EnqueueLine::tail`,
-            // `PublisherLine::tail`, offsets asserted in `layout::control`).
+            // SAFETY: in bounds, 8-byte aligned, an AtomicU64 (above).
             Some(ptr) => unsafe { &*ptr.cast::<AtomicU64>() }.load(Ordering::Acquire),
             None => 0,
         }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::layout::Kind;
 use crate::ring::builder::check_kind;
 use crate::ring::role::{CONSUMER, PRODUCER, Side};
-use crate::ring::{FramePushError, PopError, pop_poll};
+use crate::ring::{FramePushError, PopError, check_message_len, pop_poll};
 use crate::segment::Segment;
 use crate::wait::{self, WaitStrategy};
 
@@ -44,10 +44,9 @@ fn message_size(seg: &Segment) -> Result<usize> {
 /// Copies one message into a slot handed out by `push_one`.
 #[inline(always)]
 fn write_bytes(slot: *mut u8, msg: &[u8]) {
-    // SAFETY: `push_one` hands out a free, in-bounds slot of `stride >=
-    // size` bytes (`message_size`) that the consumer reads only after we
-    // publish; callers check `msg.len() == size` first; the source is
-    // private memory, so the two do not overlap.
+    // `push_one` hands out a free, in-bounds slot of `stride >= size` bytes
+    // (`message_size`) that the consumer reads only after we publish.
+    // SAFETY: callers check `msg.len() == size`; private source, no overlap.
     unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), slot, msg.len()) }
 }
 
@@ -93,21 +92,10 @@ impl SlotProducer {
         self.strategy = strategy;
     }
 
-    fn check_len(&self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
-        if msg.len() == self.size {
-            Ok(())
-        } else {
-            Err(FramePushError::WrongSize {
-                len: msg.len(),
-                size: self.size,
-            })
-        }
-    }
-
     /// Pushes one message (exactly [`message_size`](Self::message_size)
     /// bytes) if there is room now.
     pub fn try_push(&mut self, msg: &[u8]) -> std::result::Result<(), FramePushError> {
-        self.check_len(msg)?;
+        check_message_len(msg.len(), self.size, true)?;
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
         push_one(ring, cursor, side, self.persistent, msg, write_bytes)
             .map_err(FramePushError::from)
@@ -120,7 +108,7 @@ impl SlotProducer {
         msg: &[u8],
         timeout: Option<Duration>,
     ) -> std::result::Result<(), FramePushError> {
-        self.check_len(msg)?;
+        check_message_len(msg.len(), self.size, true)?;
         let (ring, cursor, side) = (&self.ring, &mut self.cursor, &mut self.side);
         let strategy = self.strategy;
         push_blocking(
@@ -217,10 +205,9 @@ impl SlotConsumer {
         let outcome = wait::block_on(ring.data_wait(), self.strategy, timeout, |check_peer| {
             pop_poll(check_peer, side, |side| {
                 pop_one(ring, cursor, side, |slot| {
-                    // SAFETY: `pop_one` hands out a published, in-bounds
-                    // slot of `stride >= size` bytes (`message_size`) that
-                    // the producer does not write until the release after
-                    // this returns; `dst` is private memory of `size` bytes.
+                    // `pop_one` hands out a published, in-bounds slot of
+                    // `stride >= size` bytes, unwritten until its release.
+                    // SAFETY: as above; `dst` is private, `size` bytes.
                     unsafe { std::ptr::copy_nonoverlapping(slot, dst.as_mut_ptr(), dst.len()) };
                     // `pop_one` calls this at most once per wait (it
                     // returns as soon as a message is there).
